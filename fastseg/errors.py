@@ -1,0 +1,27 @@
+"""Exceptions fastseg raises for problems the user can fix.
+
+The CLI turns every ``FastsegError`` into one ``Error: ...`` line and a non-zero exit code;
+anything else is a bug and keeps its traceback.
+"""
+
+__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError"]
+
+
+class FastsegError(Exception):
+    """Base class: a user-facing problem with a one-line explanation."""
+
+
+class DataError(FastsegError):
+    """The data folder, an image or a mask cannot be used as given."""
+
+
+class WeightsError(FastsegError):
+    """Encoder weights cannot be found, read, or do not fit the encoder."""
+
+
+class ModelError(FastsegError):
+    """A model file (export, bundle) cannot be read or used."""
+
+
+class ConfigError(FastsegError):
+    """An option or config-file value is invalid."""

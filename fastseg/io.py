@@ -1,0 +1,47 @@
+"""Small file helpers shared by every writer: atomic writes and the class palette."""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["atomic_path", "atomic_write_bytes", "palette_for"]
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success rename it over ``dest``.
+
+    A crash or an exception leaves ``dest`` as it was (never half-written).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def palette_for(n_classes: int) -> list[int]:
+    """A flat 768-int PIL palette: class 0 black, others well-separated hues, 255 (void) white."""
+    pal = [0, 0, 0]
+    for i in range(1, 255):
+        h = ((i - 1) * 0.618034) % 1.0  # golden-ratio hue steps stay distinct for many classes
+        r, g, b = colorsys.hsv_to_rgb(h, 0.75, 0.95)
+        pal += [int(r * 255), int(g * 255), int(b * 255)]
+    pal += [255, 255, 255]
+    return pal

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny generated data sets in tmp folders, and one model trained once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fastseg.demo import make_demo_data
+
+ISBI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi2012-membrane"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """10 demo images of 64x64 (8 train, 2 valid via valid.txt), 4 classes."""
+    return make_demo_data(tmp_path_factory.mktemp("tiny") / "data", n=10, size=64, seed=1, n_valid=2)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_data):
+    """One epoch on the tiny set with random init; returns the FitResult (export under tmp)."""
+    from fastseg.config import FitConfig
+    from fastseg.train import fit
+
+    out = tmp_path_factory.mktemp("export") / "model.pkl"
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(out))
+    return fit(cfg)
+
+
+@pytest.fixture
+def isbi() -> Path:
+    if not (ISBI / "images").is_dir():
+        pytest.skip(f"ISBI data not present at {ISBI}")
+    return ISBI

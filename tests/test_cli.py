@@ -1,0 +1,104 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fastseg.cli import main
+
+COMMANDS = ["fit", "lr-find", "predict", "demo-data"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help_with_example(runner, cmd):
+    res = runner.invoke(main, [cmd, "--help"])
+    assert res.exit_code == 0
+    assert "Example" in res.output and f"fastseg {cmd}" in res.output
+
+
+def test_top_level_help_lists_commands(runner):
+    res = runner.invoke(main, ["--help"])
+    assert res.exit_code == 0
+    for cmd in COMMANDS:
+        assert cmd in res.output
+
+
+def test_fit_missing_data_dir_is_one_line_error(runner, tmp_path):
+    missing = tmp_path / "nope"
+    res = runner.invoke(main, ["fit", "--data", str(missing), "--epochs", "1"])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: {missing}: data folder does not exist (point --data at a folder with images/ and masks/)"
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["fit", "--lr", "fast"], "'fast' is not 'auto' or a number"),
+    (["fit", "--epochs", "0"], "0 is not in the range x>=1"),
+    (["fit", "--size", "100"], "size must be a multiple of 32"),
+    (["fit", "--valid-pct", "1.5"], "valid_pct must be between 0 and 1"),
+    (["fit", "--encoder", "nonsense", "--weights", "none"], "wrong encoder name `nonsense`, supported encoders:"),
+    (["predict", "missing.pkl", "x.png"], "missing.pkl: model file not found"),
+])
+def test_bad_options_are_one_line_errors(runner, tiny_data, args, fragment):
+    res = runner.invoke(main, [*args, "--data", str(tiny_data)] if args[0] == "fit" else args)
+    assert res.exit_code != 0
+    assert fragment in res.output
+    assert "Traceback" not in res.output
+
+
+def test_unreadable_model_is_one_line_error(runner, tmp_path):
+    bad = tmp_path / "model.pkl"
+    bad.write_bytes(b"this is not a pickle")
+    res = runner.invoke(main, ["predict", str(bad), str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output.startswith(f"Error: {bad}: not a readable fastai export")
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_config_file_with_cli_override(runner, tmp_path):
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"data": str(tmp_path / "from-config"), "epochs": 3}))
+    res = runner.invoke(main, ["fit", "--config", str(cfg), "--data", str(tmp_path / "from-cli")])
+    assert res.exit_code == 1 and "from-cli: data folder does not exist" in res.output
+    cfg.write_text(json.dumps({"epochs": 3, "learning_rate": 1}))
+    res = runner.invoke(main, ["fit", "--config", str(cfg)])
+    assert res.exit_code == 1 and "unknown option(s) learning_rate" in res.output
+
+
+def test_demo_data_command(runner, tmp_path):
+    res = runner.invoke(main, ["demo-data", str(tmp_path / "d"), "--n", "3", "--size", "32"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "d" / "images").iterdir())) == 3
+
+
+@pytest.mark.slow
+def test_predict_writes_masks_at_input_size(runner, trained, tiny_data, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.open(sorted((tiny_data / "images").iterdir())[0]).resize((96, 80)).save(src / "big.png")
+    Image.open(sorted((tiny_data / "images").iterdir())[1]).save(src / "small.jpg")
+    (src / "broken.png").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    res = runner.invoke(main, ["predict", str(trained.export), str(src), "--out", str(out), "--bs", "2"])
+    assert res.exit_code == 1  # one input was unreadable: reported, the rest still predicted
+    assert "broken.png: cannot read image" in res.output
+    big, small = Image.open(out / "big.png"), Image.open(out / "small.png")
+    assert big.size == (96, 80) and small.size == (64, 64)
+    assert big.mode == "P" and np.asarray(big).max() < 4
+
+
+@pytest.mark.slow
+def test_lr_find_prints_rate_and_writes_plot(runner, tiny_data, tmp_path):
+    plot = tmp_path / "lr.png"
+    res = runner.invoke(main, ["lr-find", "--data", str(tiny_data), "--weights", "none", "--bs", "4", "--plot", str(plot)])
+    assert res.exit_code == 0, res.output
+    assert "suggested learning rate:" in res.output
+    for name in ("valley", "slide", "minimum", "steep"):
+        assert name in res.output
+    assert Image.open(plot).size[0] > 300
