@@ -1,8 +1,8 @@
-"""Finding images and masks, class codes, mask-value mapping, splits, and fastai DataLoaders.
+"""Finding images and masks, class codes, mask-value mapping and splits.
 
 ``discover(root)`` inspects a data folder without modifying it and returns a ``DataSpec``: which
 image pairs with which mask, the class codes, how raw mask values map to class indices, and the
-train/valid split. ``make_dataloaders(spec, ...)`` turns that into fastai ``DataLoaders``.
+train/valid split. ``fastseg.loaders`` turns a ``DataSpec`` into fastai ``DataLoaders``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -20,8 +19,7 @@ from .config import Notify, silent
 from .errors import DataError
 
 __all__ = [
-    "IGNORE_INDEX", "IMAGE_EXTS", "Sample", "DataSpec", "discover", "read_mask",
-    "MaskForImage", "auto_size", "make_dataloaders", "list_images",
+    "IGNORE_INDEX", "IMAGE_EXTS", "Sample", "DataSpec", "discover", "read_mask", "list_images",
 ]
 
 IGNORE_INDEX = 255  # void pixels: excluded from the loss and every metric
@@ -239,51 +237,3 @@ def discover(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, no
         notify(n)
     return DataSpec(root=root, layout="images+masks", train=tuple(train), valid=tuple(valid), codes=codes,
                     lut=tuple(int(v) for v in lut), min_side=int(min_side), void_code=void_code, notices=tuple(notices))
-
-
-class MaskForImage:
-    """fastai ``get_y``: image path -> class-index ``PILMask`` (raw values mapped through the LUT).
-
-    Top-level and holding plain data so fastai can pickle it into the exported learner.
-    """
-
-    def __init__(self, masks: dict[str, str], lut: Sequence[int]):
-        self.masks = masks
-        self.lut = np.asarray(lut, dtype=np.uint8)
-
-    def __call__(self, image_path):
-        from fastai.vision.core import PILMask
-
-        return PILMask.create(self.lut[read_mask(self.masks[str(image_path)])])
-
-
-def auto_size(spec: DataSpec, size: int | None) -> int:
-    """The training crop side: the requested one, else min(256, smallest side) rounded down to /32."""
-    if size is not None:
-        return size
-    return max(32, min(256, spec.min_side) // 32 * 32)
-
-
-def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None):
-    """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine."""
-    from fastai.data.block import DataBlock
-    from fastai.data.transforms import IndexSplitter
-    from fastai.vision.augment import RandomCrop, Resize, aug_transforms
-    from fastai.vision.data import ImageBlock, MaskBlock
-    from fastai.data.transforms import Normalize
-    from fastai.vision.core import imagenet_stats
-
-    samples = list(spec.train) + list(spec.valid)
-    items = [s.image for s in samples]
-    masks = {str(s.image): str(s.mask) for s in samples}
-    valid_idx = list(range(len(spec.train), len(samples)))
-    # Crop rather than down-scale large images, so thin structures keep their width in pixels.
-    item_tfms = [RandomCrop(size)] if spec.min_side >= size else [Resize(size)]
-    batch_tfms = [*aug_transforms(flip_vert=True, max_rotate=15.0, max_zoom=1.1, max_lighting=0.2, max_warp=0.1),
-                  Normalize.from_stats(*imagenet_stats)]
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))),
-                      get_y=MaskForImage(masks, spec.lut),
-                      splitter=IndexSplitter(valid_idx),
-                      item_tfms=item_tfms, batch_tfms=batch_tfms)
-    return block.dataloaders(items, bs=bs, num_workers=num_workers, device=device,
-                             val_bs=bs, drop_last=len(spec.train) > bs)

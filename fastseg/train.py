@@ -20,7 +20,8 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import params, set_seed
 
 from .config import FitConfig, Notify, silent
-from .data import IGNORE_INDEX, DataSpec, auto_size, discover, make_dataloaders
+from .data import IGNORE_INDEX, DataSpec, discover
+from .loaders import auto_size, make_dataloaders
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastseg.data import IGNORE_INDEX, MaskForImage, auto_size, discover, read_mask
+from fastseg.data import IGNORE_INDEX, discover, read_mask
+from fastseg.loaders import MaskForImage, auto_size
 from fastseg.demo import DEMO_CODES, make_demo_data
 from fastseg.errors import DataError
 

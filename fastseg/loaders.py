@@ -1,0 +1,62 @@
+"""fastai DataLoaders for a ``DataSpec``: paired image/mask transforms, augmentation, batching.
+
+Everything fastai pickles into the exported learner from here (``MaskForImage``) is top-level.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .data import DataSpec, read_mask
+
+__all__ = ["MaskForImage", "auto_size", "make_dataloaders"]
+
+
+class MaskForImage:
+    """fastai ``get_y``: image path -> class-index ``PILMask`` (raw values mapped through the LUT).
+
+    Top-level and holding plain data so fastai can pickle it into the exported learner.
+    """
+
+    def __init__(self, masks: dict[str, str], lut: Sequence[int]):
+        self.masks = masks
+        self.lut = np.asarray(lut, dtype=np.uint8)
+
+    def __call__(self, image_path):
+        from fastai.vision.core import PILMask
+
+        return PILMask.create(self.lut[read_mask(self.masks[str(image_path)])])
+
+
+def auto_size(spec: DataSpec, size: int | None) -> int:
+    """The training crop side: the requested one, else min(256, smallest side) rounded down to /32."""
+    if size is not None:
+        return size
+    return max(32, min(256, spec.min_side) // 32 * 32)
+
+
+def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None):
+    """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine."""
+    from fastai.data.block import DataBlock
+    from fastai.data.transforms import IndexSplitter
+    from fastai.vision.augment import RandomCrop, Resize, aug_transforms
+    from fastai.vision.data import ImageBlock, MaskBlock
+    from fastai.data.transforms import Normalize
+    from fastai.vision.core import imagenet_stats
+
+    samples = list(spec.train) + list(spec.valid)
+    items = [s.image for s in samples]
+    masks = {str(s.image): str(s.mask) for s in samples}
+    valid_idx = list(range(len(spec.train), len(samples)))
+    # Crop rather than down-scale large images, so thin structures keep their width in pixels.
+    item_tfms = [RandomCrop(size)] if spec.min_side >= size else [Resize(size)]
+    batch_tfms = [*aug_transforms(flip_vert=True, max_rotate=15.0, max_zoom=1.1, max_lighting=0.2, max_warp=0.1),
+                  Normalize.from_stats(*imagenet_stats)]
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))),
+                      get_y=MaskForImage(masks, spec.lut),
+                      splitter=IndexSplitter(valid_idx),
+                      item_tfms=item_tfms, batch_tfms=batch_tfms)
+    return block.dataloaders(items, bs=bs, num_workers=num_workers, device=device,
+                             val_bs=bs, drop_last=len(spec.train) > bs)
