@@ -133,33 +133,75 @@ def lr_find_cmd(config_file, plot, **options):
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True,
               help="Folder for the <name>.png masks.")
-@click.option("--bs", type=click.IntRange(min=1), default=8, show_default=True, help="Images per batch.")
+@click.option("--bs", type=click.IntRange(min=1), default=8, show_default=True, help="Images (or tiles) per batch.")
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
-def predict(model, inputs, out, bs, recursive):
-    """Predict masks for images, folders or glob patterns with an exported model.
+@click.option("--overlay", is_flag=True, help="Also write <name>_overlay.jpg: the image tinted by class, with a legend.")
+@click.option("--probs", is_flag=True, help="Also write <name>_probs.npy: C x H x W float16 class probabilities.")
+@click.option("--tile", type=click.IntRange(min=32), help="Sliding-window tile side (multiple of 32) for large images.")
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
+              help="Overlap share between tiles (with --tile).")
+@click.option("--tta", is_flag=True, help="Average predictions over horizontal and vertical flips (3x the compute).")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Image-decoding worker processes (0: decode in the main process).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="auto: ONNX Runtime on CPU when installed (same masks, faster), else torch.")
+def predict(model, inputs, out, recursive, **options):
+    """Predict masks for images, folders or glob patterns with a fastseg model.
 
-    Masks are palette PNGs holding class indices, at each input image's size.
+    MODEL is a fastai .pkl, a safe bundle folder (fastseg.json + model.safetensors), an .onnx or a
+    TorchScript .pt file; all give the same masks. Masks are palette PNGs holding class indices, at
+    each input image's size.
 
     \b
     Example:
       fastseg predict exports/model.pkl data/images --out predictions/
+      fastseg predict exports/model "scans/*.tif" --tile 512 --tta --overlay
     """
+    from .config import PredictConfig
     from .predict import collect_inputs, load, predict_paths
 
-    predictor = load(model)
-    total = len(collect_inputs(inputs, recursive=recursive))
-    with click.progressbar(length=total, label="predicting", file=click.get_text_stream("stderr")) as bar:
-        report = predict_paths(predictor, inputs, out, bs=bs, recursive=recursive,
+    cfg = PredictConfig(**options)
+    predictor = load(model, backend=cfg.backend)
+    items = collect_inputs(inputs, recursive=recursive)
+    click.echo(f"backend: {predictor.backend_note}", err=True)
+    with click.progressbar(length=len(items), label="predicting", file=click.get_text_stream("stderr")) as bar:
+        report = predict_paths(predictor, inputs, out, cfg, recursive=recursive, items=items,
                                progress=lambda done, n: bar.update(1))
     for src, why in report.failed:
         click.echo(f"Error: {why}", err=True)
-    click.echo(f"wrote {len(report.written)} mask(s) to {out}")
+    n_ok = len(items) - len(report.failed)
+    click.echo(f"wrote {n_ok} mask(s) to {out}")
     if report.failed:
         raise SystemExit(1)
+
+
+@main.command("export")
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx", "torchscript"]), required=True,
+              help="safetensors: safe bundle folder; onnx: ONNX Runtime / any ONNX runtime; torchscript: .pt.")
+@click.option("--out", type=click.Path(), help="Destination.  [default: beside MODEL: model/, model.onnx, model.pt]")
+@click.option("--force", is_flag=True, help="Overwrite an existing destination.")
+def export_cmd(model, fmt, out, force):
+    """Convert a fastseg model (.pkl or bundle) to a safe bundle, ONNX or TorchScript.
+
+    ONNX exports have dynamic batch/height/width and are checked against torch in onnxruntime
+    before they are written (max |diff| < 1e-3).
+
+    \b
+    Example:
+      fastseg export exports/model.pkl --format onnx
+      fastseg export exports/model.pkl --format safetensors --out exports/safe --force
+    """
+    from .export import export_model
+
+    res = export_model(model, fmt, out=out, force=force)
+    if res.format == "onnx":
+        click.echo(f"onnxruntime check: max |diff| vs torch {res.max_diff:.1e} (opset {res.opset})")
+    click.echo(f"exported {res.path}")
 
 
 @main.command("demo-data")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .errors import ConfigError
 
-__all__ = ["FitConfig", "Notify", "silent"]
+__all__ = ["FitConfig", "PredictConfig", "Notify", "silent"]
 
 Notify = Callable[[str], None]
 """A one-argument callable the CLI passes in to show notices; the core never prints."""
@@ -108,3 +108,32 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+BACKEND_CHOICES = ("auto", "torch", "onnx")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How ``fastseg predict`` / ``Predictor.predict`` turn images into masks."""
+
+    bs: int = 8  # images (or tiles) per forward pass: amortises per-call overhead, fits CPU RAM at 512 px
+    tile: int | None = None  # None: whole image in one pass (padded to /32); else sliding-window side in px
+    overlap: float = 0.25  # tile overlap share: enough for blended seams, only ~1.8x the work of no overlap
+    tta: bool = False  # flips cost 3x the compute; off unless asked
+    probs: bool = False  # per-class float16 .npy files are large (C x H x W); off unless asked
+    overlay: bool = False  # <stem>_overlay.jpg for eyeballing; off unless asked
+    workers: int = 2  # decode processes: keep JPEG/PNG decoding off the thread that runs the model
+    backend: str = "auto"  # auto: ONNX Runtime on CPU when installed (about 2x torch eager), else torch
+
+    def __post_init__(self) -> None:
+        if self.bs < 1:
+            raise ConfigError(f"bs (batch size) must be at least 1, got {self.bs}")
+        if self.tile is not None and (self.tile < 32 or self.tile % 32):
+            raise ConfigError(f"tile must be a multiple of 32 (the Unet downsamples 5 times), got {self.tile}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 or more, got {self.workers}")
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(f"unknown backend {self.backend!r}; valid choices: {', '.join(BACKEND_CHOICES)}")

@@ -1,12 +1,27 @@
-"""Writing the trained learner: fastai ``.pkl`` export, atomically."""
+"""Writing models: the fastai ``.pkl``, the safe bundle, ONNX and TorchScript, each atomically.
+
+Every format carries the same model description (``fastseg.json``: codes, normalisation, input
+size, versions) so ``fastseg.load`` gives the same masks from any of them.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from .io import atomic_path
+import numpy as np
+import torch
 
-__all__ = ["export_learner"]
+from .errors import ConfigError, ModelError
+from .io import atomic_path, atomic_write_bytes
+
+__all__ = ["export_learner", "FORMATS", "ExportResult", "export_model", "write_onnx", "write_torchscript",
+           "export_bundle_beside", "ONNX_TOLERANCE"]
+
+FORMATS = ("safetensors", "onnx", "torchscript")
+ONNX_TOLERANCE = 1e-3  # max |logit diff| ONNX Runtime vs torch; float32 reorderings give ~1e-6
+SAMPLE = (2, 3, 96, 128)  # check input: batch and shape unlike the export trace's, to exercise dynamic axes
 
 
 def export_learner(learn, dest: str | Path) -> Path:
@@ -15,3 +30,97 @@ def export_learner(learn, dest: str | Path) -> Path:
     with atomic_path(dest) as tmp:
         learn.export(tmp)  # an absolute fname: learn.path / tmp == tmp
     return dest
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    opset: int | None = None  # ONNX only
+    max_diff: float | None = None  # ONNX only: max |logit diff| vs torch on a random sample
+
+
+def _default_out(model: Path, fmt: str) -> Path:
+    """``exports/model.pkl`` -> ``exports/model/`` (bundle), ``exports/model.onnx``, ``exports/model.pt``."""
+    from .bundle import bundle_path_for, is_bundle
+
+    if is_bundle(model):
+        folder = model.parent if model.is_file() else model
+        if fmt == "safetensors":
+            return folder.with_name(folder.name + "_copy")
+        return folder.with_name(folder.name + (".onnx" if fmt == "onnx" else ".pt"))
+    if fmt == "safetensors":
+        return bundle_path_for(model)
+    return model.with_name(model.stem + (".onnx" if fmt == "onnx" else ".pt"))
+
+
+def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False) -> ExportResult:
+    """Convert a fastseg model (.pkl, bundle, .pt) to ``fmt``: a safe bundle, ONNX or TorchScript."""
+    from .bundle import write_bundle
+    from .predict import load
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
+    model = Path(model)
+    dest = Path(out) if out is not None else _default_out(model, fmt)
+    if dest.exists() and not force:
+        raise ModelError(f"{dest}: already exists (use --force to overwrite)")
+    if model.suffix.lower() == ".onnx":
+        raise ModelError(f"{model}: cannot convert from ONNX (export from the .pkl or the bundle folder)")
+    predictor = load(model, backend="torch")
+    if predictor.model is None:
+        raise ModelError(f"{model}: has no torch model to export")
+    net = predictor.model.cpu().eval().float()
+    if fmt == "safetensors":
+        return ExportResult(write_bundle(net, predictor.info(), dest, force=force), fmt)
+    if fmt == "onnx":
+        return write_onnx(net, predictor.info(), dest)
+    return write_torchscript(net, predictor.info(), dest)
+
+
+def write_onnx(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
+    """ONNX with dynamic batch/height/width and the model description in its metadata, verified in onnxruntime."""
+    from .backends import ONNX_MISSING, ONNX_OPSET, onnx_available, onnx_session, torch_to_onnx_bytes
+
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(f"{dest}: onnx is not installed (pip install 'fastseg[onnx]')") from None
+    proto = onnx.load_from_string(torch_to_onnx_bytes(net, ONNX_OPSET))
+    meta = proto.metadata_props.add()
+    meta.key, meta.value = "fastseg", json.dumps({**info, "opset": ONNX_OPSET})
+    proto.producer_name = "fastseg"
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    if not onnx_available():
+        raise ModelError(f"{dest}: cannot verify the ONNX model: {ONNX_MISSING}")
+    session = onnx_session(data, source=str(dest))
+    x = torch.randn(*SAMPLE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = net(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    diff = float(np.abs(got - ref).max())
+    if not diff < ONNX_TOLERANCE:
+        raise ModelError(f"{dest}: ONNX output differs from torch by {diff:.2e} (limit {ONNX_TOLERANCE:g}); not written")
+    return ExportResult(atomic_write_bytes(dest, data), "onnx", ONNX_OPSET, diff)
+
+
+def write_torchscript(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
+    """A traced TorchScript module with ``fastseg.json`` embedded as an extra file."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
+        traced = torch.jit.trace(net, torch.zeros(1, 3, 64, 64), check_trace=False)
+    with atomic_path(dest) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={"fastseg.json": json.dumps(info)})
+    return ExportResult(Path(dest), "torchscript")
+
+
+def export_bundle_beside(learn, pkl: str | Path) -> Path:
+    """The safe bundle for a freshly trained learner, next to its ``.pkl`` (``model.pkl`` -> ``model/``)."""
+    from .bundle import bundle_path_for, write_bundle
+    from .predict import Predictor
+
+    predictor = Predictor.from_learner(learn)
+    return write_bundle(learn.model, predictor.info(), bundle_path_for(pkl), force=True)

@@ -1,9 +1,11 @@
 """Batched inference: images in, class-index masks out, at each image's own size.
 
-``load(path)`` returns a ``Predictor`` for an exported fastai learner; ``Predictor.predict`` takes
-paths, PIL images or arrays and returns masks (and, on request, probabilities). Images are decoded
-in background threads while the model runs, grouped by size into batches, padded to a multiple of
-32 (reflection) and cropped back, so no resize blurs the result.
+``load(path)`` returns a ``Predictor`` for any fastseg model: a fastai ``.pkl``, a safe bundle
+(folder with ``model.safetensors`` + ``fastseg.json``), an ``.onnx`` or a TorchScript ``.pt`` file.
+``Predictor.predict`` takes paths, PIL images or arrays and returns masks (and, on request,
+probabilities). Images are decoded in DataLoader worker processes while the model runs, grouped by
+size into batches, padded to a multiple of 32 (reflection) and cropped back, so no resize blurs
+the result; ``tile`` switches to sliding-window inference and ``tta`` averages flips.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -22,11 +25,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .backends import OnnxBackend, TorchBackend, choose_backend, onnx_session
+from .config import PredictConfig
 from .data import IMAGE_EXTS
-from .errors import DataError, ModelError
+from .errors import ConfigError, DataError, ModelError
 from .io import atomic_write_bytes, palette_for
+from .tiling import tiled_probs
 
-__all__ = ["Predictor", "load", "collect_inputs", "load_image", "save_mask", "predict_paths", "PredictReport"]
+__all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "save_mask", "save_probs",
+           "predict_paths", "PredictReport"]
+
+MODEL_KINDS = ".pkl (fastai export), a bundle folder (fastseg.json + model.safetensors), .onnx or .pt (TorchScript)"
 
 
 def load_image(src) -> np.ndarray:
@@ -47,89 +56,17 @@ def load_image(src) -> np.ndarray:
         raise DataError(f"{src}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
-@dataclass
-class Predictor:
-    """A segmentation model with everything needed to turn images into masks."""
-
-    model: torch.nn.Module
-    codes: list[str]
-    mean: torch.Tensor  # 3 values, for 0-1 inputs
-    std: torch.Tensor
-    meta: dict = field(default_factory=dict)
-    device: torch.device = field(default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-
-    def __post_init__(self):
-        self.model = self.model.to(self.device).eval().float()
-        self.mean = torch.as_tensor(self.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.as_tensor(self.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-
-    @classmethod
-    def from_learner(cls, learn) -> "Predictor":
-        from fastai.data.transforms import Normalize
-
-        norm = next((t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)), None)
-        if norm is None:
-            raise ModelError("the learner has no Normalize transform; cannot tell how to scale inputs")
-        info = getattr(learn, "fastseg_info", None)
-        meta = dict(info.meta) if info is not None else {}
-        codes = list(meta.get("codes") or learn.dls.vocab)
-        return cls(model=learn.model, codes=codes, mean=norm.mean.flatten()[:3].cpu(), std=norm.std.flatten()[:3].cpu(), meta=meta)
-
-    @torch.inference_mode()
-    def _forward(self, batch: np.ndarray) -> torch.Tensor:
-        """N x H x W x 3 uint8 -> N x C x H x W class probabilities at the input size."""
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - self.mean) / self.std
-        h, w = x.shape[-2:]
-        if self.meta.get("input") == "resize":  # trained on images resized to `size`: predict at that scale
-            s = int(self.meta["size"])
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-        ph, pw = (-x.shape[-2]) % 32, (-x.shape[-1]) % 32
-        if ph or pw:
-            mode = "reflect" if min(x.shape[-2:]) > max(ph, pw) else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        logits = self.model(x)[..., : x.shape[-2] - ph, : x.shape[-1] - pw]
-        if logits.shape[-2:] != (h, w):
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return logits.float().softmax(dim=1)
-
-    def predict_batches(self, images: Sequence, bs: int = 8, probs: bool = False, workers: int = 2
-                        ) -> Iterator[tuple[int, np.ndarray | Exception, np.ndarray | None]]:
-        """Yield (index, mask or the error reading that image, probabilities or None), batch by batch.
-
-        Same-size images share a batch; decoding runs in ``workers`` threads ahead of the model.
-        """
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            decoded = pool.map(_try_load, images)
-            pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}
-            for i, arr in enumerate(decoded):
-                if isinstance(arr, Exception):
-                    yield i, arr, None
-                    continue
-                group = pending.setdefault(arr.shape, [])
-                group.append((i, arr))
-                if len(group) == bs:
-                    yield from self._run(pending.pop(arr.shape), probs)
-            for group in pending.values():
-                yield from self._run(group, probs)
-
-    def _run(self, group, probs):
-        p = self._forward(np.stack([a for _, a in group]))
-        masks = p.argmax(dim=1).to(torch.uint8).cpu().numpy()
-        pr = p.half().cpu().numpy() if probs else None
-        for k, (i, _) in enumerate(group):
-            yield i, masks[k], (pr[k] if probs else None)
-
-    def predict(self, images: Sequence, bs: int = 8, probs: bool = False):
-        """Masks (HxW uint8 class indices) for ``images``, in order; with ``probs``, (masks, probabilities)."""
-        images = list(images)
-        masks: list = [None] * len(images)
-        prob: list = [None] * len(images)
-        for i, m, p in self.predict_batches(images, bs=bs, probs=probs):
-            if isinstance(m, Exception):
-                raise m
-            masks[i], prob[i] = m, p
-        return (masks, prob) if probs else masks
+def _peek_size(src) -> tuple[int, int]:
+    """(height, width) without decoding the pixels (image headers only)."""
+    if isinstance(src, np.ndarray):
+        return src.shape[:2]
+    if isinstance(src, Image.Image):
+        return src.size[::-1]
+    try:
+        with Image.open(src) as im:
+            return im.size[::-1]
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"{src}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
 def _try_load(src):
@@ -139,11 +76,196 @@ def _try_load(src):
         return e
 
 
-def load(path: str | os.PathLike) -> Predictor:
-    """Load an exported fastseg model (fastai ``.pkl``) as a ``Predictor``."""
+class ImageSource(torch.utils.data.Dataset):
+    """Decodes images in DataLoader workers: item -> (index, HxWx3 uint8 array or the DataError)."""
+
+    def __init__(self, items: Sequence):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return i, _try_load(self.items[i])
+
+
+def keep_list(batch: list) -> list:
+    """DataLoader ``collate_fn``: keep the (index, array) pairs; the predictor stacks same-size ones."""
+    return batch
+
+
+def size_batches(items: Sequence, bs: int) -> tuple[list[list[int]], dict[int, DataError]]:
+    """Indices grouped into batches of same-size images (input order kept within a size), and header errors."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    errors: dict[int, DataError] = {}
+    for i, src in enumerate(items):
+        try:
+            groups.setdefault(_peek_size(src), []).append(i)
+        except DataError as e:
+            errors[i] = e
+    return [g[k:k + bs] for g in groups.values() for k in range(0, len(g), bs)], errors
+
+
+@dataclass
+class Prediction:
+    index: int  # position in the input sequence
+    mask: np.ndarray | None  # HxW uint8 class indices; None when the image could not be read
+    probs: np.ndarray | None = None  # C x H x W float16, when asked for
+    image: np.ndarray | None = None  # the decoded HxWx3 input (for overlays)
+    error: DataError | None = None
+
+
+@dataclass
+class Predictor:
+    """A segmentation model with everything needed to turn images into masks, on any backend."""
+
+    model: torch.nn.Module | None  # None for ONNX models
+    codes: list[str]
+    mean: torch.Tensor  # 3 values, for 0-1 inputs
+    std: torch.Tensor
+    meta: dict = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    backend: object = None  # callable: normalised N x 3 x H x W tensor -> logits; default TorchBackend(model)
+    backend_note: str = "torch"  # which backend runs, and why (for the CLI to show)
+
+    def __post_init__(self):
+        if self.backend is None:
+            if self.model is None:
+                raise ModelError("a Predictor needs a torch model or a backend")
+            self.backend = TorchBackend(self.model, self.device)
+        elif isinstance(self.backend, OnnxBackend):
+            self.device = torch.device("cpu")
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.as_tensor(self.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_learner(cls, learn, backend: str = "torch") -> "Predictor":
+        from fastai.data.transforms import Normalize
+
+        norm = next((t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)), None)
+        if norm is None:
+            raise ModelError("the learner has no Normalize transform; cannot tell how to scale inputs")
+        info = getattr(learn, "fastseg_info", None)
+        meta = dict(info.meta) if info is not None else {}
+        codes = list(meta.get("codes") or learn.dls.vocab)
+        return cls._with_backend(learn.model, codes, norm.mean.flatten()[:3].cpu(), norm.std.flatten()[:3].cpu(), meta, backend)
+
+    @classmethod
+    def _with_backend(cls, model, codes, mean, std, meta, backend: str) -> "Predictor":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        runner, note = choose_backend(model, device, backend)
+        return cls(model=model, codes=codes, mean=mean, std=std, meta=meta, device=device, backend=runner, backend_note=note)
+
+    def info(self) -> dict:
+        """The JSON-safe model description written into bundles and ONNX metadata."""
+        from .bundle import model_info
+
+        return model_info(self.meta, self.codes, self.mean.cpu(), self.std.cpu())
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 32, (-w) % 32
+        if ph or pw:
+            mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return self.backend(x)[..., :h, :w].to(self.device).float()
+
+    def _probs(self, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        p = self._logits(x).softmax(dim=1)
+        if tta:  # horizontal and vertical flips, each flipped back before averaging
+            for dims in ((3,), (2,)):
+                p += self._logits(x.flip(dims)).softmax(dim=1).flip(dims)
+            p /= 3
+        return p
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray, cfg: PredictConfig) -> torch.Tensor:
+        """N x H x W x 3 uint8 -> N x C x H x W class probabilities at the input size."""
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x = (x - self.mean) / self.std
+        h, w = x.shape[-2:]
+        if self.meta.get("input") == "resize":  # trained on images resized to `size`: predict at that scale
+            s = int(self.meta["size"])
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+            p = self._probs(x, cfg.tta)
+        elif cfg.tile is not None:
+            p = tiled_probs(partial(self._probs, tta=cfg.tta), x, cfg.tile, cfg.overlap, cfg.bs)
+        else:
+            p = self._probs(x, cfg.tta)
+        if p.shape[-2:] != (h, w):
+            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+        return p
+
+    def iter_predictions(self, images: Sequence, cfg: PredictConfig | None = None, keep_images: bool = False
+                         ) -> Iterator[Prediction]:
+        """Yield a ``Prediction`` per image, batch by batch (same-size images share a batch; not in input order).
+
+        Images are decoded by ``cfg.workers`` DataLoader worker processes ahead of the model.
+        """
+        cfg = cfg or PredictConfig()
+        images = list(images)
+        batches, errors = size_batches(images, 1 if cfg.tile else cfg.bs)
+        for i, e in errors.items():
+            yield Prediction(i, None, error=e)
+        workers = cfg.workers if len(batches) > 1 else 0  # one batch: nothing to overlap with
+        loader = torch.utils.data.DataLoader(ImageSource(images), batch_sampler=batches, collate_fn=keep_list,
+                                             num_workers=workers)
+        for batch in loader:
+            same: dict[tuple, list] = {}
+            for i, arr in batch:
+                if isinstance(arr, Exception):
+                    yield Prediction(i, None, error=arr)
+                else:  # headers and pixels can disagree (EXIF, odd files): regroup by decoded shape
+                    same.setdefault(arr.shape, []).append((i, arr))
+            for group in same.values():
+                p = self._forward(np.stack([a for _, a in group]), cfg)
+                masks = p.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                pr = p.half().cpu().numpy() if cfg.probs else None
+                for k, (i, arr) in enumerate(group):
+                    yield Prediction(i, masks[k], pr[k] if pr is not None else None, arr if keep_images else None)
+
+    def predict(self, images: Sequence, cfg: PredictConfig | None = None, **options):
+        """Masks (HxW uint8 class indices) for ``images``, in order; with ``probs=True``, (masks, probabilities).
+
+        Options are ``PredictConfig`` fields (bs, tile, overlap, tta, probs, workers); an unreadable
+        image raises ``DataError``.
+        """
+        cfg = cfg or PredictConfig(**{"workers": 0, **options})
+        images = list(images)
+        masks: list = [None] * len(images)
+        prob: list = [None] * len(images)
+        for r in self.iter_predictions(images, cfg):
+            if r.error is not None:
+                raise r.error
+            masks[r.index], prob[r.index] = r.mask, r.probs
+        return (masks, prob) if cfg.probs else masks
+
+
+def load(path: str | os.PathLike, backend: str = "auto") -> Predictor:
+    """Load any fastseg model as a ``Predictor``: .pkl, bundle folder, .onnx or TorchScript .pt.
+
+    ``backend``: ``auto`` runs torch models in ONNX Runtime on CPU when it is installed (converted in
+    memory, same masks, about 2x faster), ``torch`` or ``onnx`` force one.
+    """
+    from .bundle import is_bundle, read_bundle
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelError(f"{path}: model file not found")
+    if is_bundle(path):
+        model, info = read_bundle(path)
+        return Predictor._with_backend(model, info["codes"], info["mean"], info["std"], info, backend)
+    if path.is_dir():
+        raise ModelError(f"{path}: folder without fastseg.json (expected {MODEL_KINDS})")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _load_onnx(path, backend)
+    if suffix in (".pt", ".ts", ".torchscript"):
+        return _load_torchscript(path, backend)
+    return _load_pkl(path, backend)
+
+
+def _load_pkl(path: Path, backend: str) -> Predictor:
     from fastai.learner import load_learner
 
     try:
@@ -152,7 +274,43 @@ def load(path: str | os.PathLike) -> Predictor:
             learn = load_learner(path, cpu=not torch.cuda.is_available())
     except Exception as e:
         raise ModelError(f"{path}: not a readable fastai export ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    return Predictor.from_learner(learn)
+    return Predictor.from_learner(learn, backend=backend)
+
+
+def _info_from(text: str | None, path: Path) -> dict:
+    import json
+
+    from .bundle import REQUIRED
+
+    try:
+        info = json.loads(text or "")
+    except json.JSONDecodeError:
+        info = None
+    if not isinstance(info, dict) or any(k not in info for k in REQUIRED):
+        raise ModelError(f"{path}: has no fastseg metadata (export it with `fastseg export`)")
+    return info
+
+
+def _load_onnx(path: Path, backend: str) -> Predictor:
+    if backend == "torch":
+        raise ConfigError(f"{path}: an .onnx model runs in onnxruntime only (use backend auto or onnx)")
+    session = onnx_session(str(path), source=str(path))
+    info = _info_from(session.get_modelmeta().custom_metadata_map.get("fastseg"), path)
+    return Predictor(model=None, codes=info["codes"], mean=info["mean"], std=info["std"], meta=info,
+                     backend=OnnxBackend(session), backend_note="onnxruntime")
+
+
+def _load_torchscript(path: Path, backend: str) -> Predictor:
+    if backend == "onnx":
+        raise ConfigError(f"{path}: a TorchScript model runs in torch only (use backend auto or torch)")
+    extra = {"fastseg.json": ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as e:  # torch raises RuntimeError/ValueError/... for non-TorchScript files
+        raise ModelError(f"{path}: not a readable TorchScript model ({e.__class__.__name__})") from None
+    info = _info_from(extra["fastseg.json"], path)
+    return Predictor(model=module, codes=info["codes"], mean=info["mean"], std=info["std"], meta=info,
+                     backend_note="torchscript")
 
 
 def collect_inputs(inputs: Iterable[str], recursive: bool = False) -> list[tuple[Path, Path]]:
@@ -191,27 +349,53 @@ def save_mask(mask: np.ndarray, dest: Path, n_classes: int) -> Path:
     return atomic_write_bytes(dest, buf.getvalue())
 
 
+
+
+def save_probs(probs: np.ndarray, dest: Path) -> Path:
+    """C x H x W float16 class probabilities as ``.npy``."""
+    buf = io.BytesIO()
+    np.save(buf, probs.astype(np.float16))
+    return atomic_write_bytes(dest, buf.getvalue())
+
+
 @dataclass
 class PredictReport:
-    written: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)  # masks, then overlays and probabilities if asked
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def predict_paths(predictor: Predictor, inputs: Iterable[str], out: str | os.PathLike, bs: int = 8,
-                  recursive: bool = False, progress=None) -> PredictReport:
-    """Predict every image in ``inputs``; write ``out/<name>.png``. Unreadable images are reported, not fatal.
+def _write_outputs(r: Prediction, dest: Path, predictor: Predictor, cfg: PredictConfig) -> list[Path]:
+    from .overlay import save_overlay
 
-    ``progress``, if given, is called with (done, total) after each image.
+    out = [save_mask(r.mask, dest, len(predictor.codes))]
+    if cfg.overlay:
+        out.append(save_overlay(r.image, r.mask, predictor.codes, dest.with_name(dest.stem + "_overlay.jpg")))
+    if cfg.probs:
+        out.append(save_probs(r.probs, dest.with_name(dest.stem + "_probs.npy")))
+    return out
+
+
+def predict_paths(predictor: Predictor, inputs: Iterable[str], out: str | os.PathLike, cfg: PredictConfig | None = None,
+                  recursive: bool = False, progress=None, items: list[tuple[Path, Path]] | None = None) -> PredictReport:
+    """Predict every image in ``inputs``; write ``out/<name>.png`` (and overlays/probabilities per ``cfg``).
+
+    Unreadable images are reported, not fatal. Files are encoded and written by a background thread
+    while the model runs on the next batch. ``progress``, if given, is called with (done, total) per image.
     """
-    items = collect_inputs(inputs, recursive=recursive)
+    cfg = cfg or PredictConfig()
+    items = items if items is not None else collect_inputs(inputs, recursive=recursive)
     out = Path(out)
     report = PredictReport()
-    for done, (i, mask, _) in enumerate(predictor.predict_batches([src for src, _ in items], bs=bs), 1):
-        src, rel = items[i]
-        if isinstance(mask, Exception):
-            report.failed.append((src, str(mask)))
-        else:
-            report.written.append(save_mask(mask, out / rel, len(predictor.codes)))
-        if progress is not None:
-            progress(done, len(items))
+    pending = []
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for done, r in enumerate(predictor.iter_predictions([src for src, _ in items], cfg, keep_images=cfg.overlay), 1):
+            src, rel = items[r.index]
+            if r.error is not None:
+                report.failed.append((src, str(r.error)))
+            else:
+                pending.append(writer.submit(_write_outputs, r, out / rel, predictor, cfg))
+            if progress is not None:
+                progress(done, len(items))
+    for f in pending:
+        report.written += f.result()
     return report

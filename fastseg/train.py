@@ -123,6 +123,7 @@ def _history(learn: Learner) -> list[dict]:
 def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:
     """Train a Unet on ``cfg.data`` with fit_one_cycle and export the learner to ``cfg.export``."""
     from .export import export_learner
+    from .export import export_bundle_beside
 
     learn, spec, winfo = build_learner(cfg, notify)
     try:
@@ -138,6 +139,7 @@ def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:
         final = metrics_cb.scores.as_dict(spec.codes)
         learn.fastseg_info.meta.update(lr=lr, epochs=cfg.epochs, final=final)
         path = export_learner(learn, cfg.export)
+        export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
         return FitResult(export=path, lr=lr, lr_source=how, weights=winfo, metrics=final,
                          history=_history(learn), lr_find=found)
     finally:
