@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FitConfig", "FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError",
     "fit", "lr_find", "load", "Predictor", "discover", "make_demo_data", "__version__",
+    "PredictConfig", "export_model",
 ]
 
 
@@ -24,6 +25,14 @@ def __getattr__(name):
         from . import predict
 
         return getattr(predict, name)
+    if name == "PredictConfig":
+        from .config import PredictConfig
+
+        return PredictConfig
+    if name == "export_model":
+        from .export import export_model
+
+        return export_model
     if name == "discover":
         from .data import discover
 

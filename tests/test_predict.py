@@ -192,3 +192,15 @@ def test_collect_inputs_glob(tmp_path):
         (tmp_path / n).write_bytes(b"x")
     found = collect_inputs([str(tmp_path / "*.*g")])
     assert [s.name for s, _ in found] == ["a.png", "b.jpg"]
+
+
+def test_cli_bad_tile_is_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from fastseg.cli import main
+
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "m.pkl"), str(tmp_path), "--tile", "100"])
+    assert res.exit_code == 1
+    assert res.output.strip() == "Error: tile must be a multiple of 32 (the Unet downsamples 5 times), got 100"
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "m.pkl"), str(tmp_path), "--backend", "tensorrt"])
+    assert res.exit_code == 2 and "'tensorrt' is not one of 'auto', 'torch', 'onnx'" in res.output
