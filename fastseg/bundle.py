@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, default_mode
 
 __all__ = ["BUNDLE_FORMAT", "WEIGHTS_FILE", "INFO_FILE", "bundle_path_for", "is_bundle", "model_info", "write_bundle",
            "read_info", "read_bundle"]
@@ -74,6 +74,7 @@ def write_bundle(model: torch.nn.Module, info: dict, dest: str | os.PathLike, fo
         raise ModelError(f"{dest}: exists and is not a fastseg bundle (choose another --out)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    os.chmod(tmp, default_mode(0o777))  # mkdtemp makes 0700 folders; the bundle is meant to be shared
     try:
         state = {k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
                  for k, v in model.state_dict().items()}

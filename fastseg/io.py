@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "palette_for"]
+__all__ = ["atomic_path", "atomic_write_bytes", "default_mode", "palette_for"]
 
 
 @contextmanager
@@ -24,10 +24,19 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if Path(tmp).is_file():
+            os.chmod(tmp, default_mode(0o666))  # mkstemp makes 0600 files; use the usual umask-based mode
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def default_mode(base: int) -> int:
+    """``base`` (0o666 for files, 0o777 for folders) less the process umask, as open()/mkdir() would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
 
 
 def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:

@@ -106,3 +106,13 @@ def test_missing_onnxruntime_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as e:
         load(f)
     assert str(e.value) == f"{f}: onnxruntime is not installed (pip install 'fastseg[onnx]')"
+
+
+def test_written_files_get_umask_permissions_not_private(tmp_path):
+    """Temp files are private (0600/0700); the renamed results must get the usual mode."""
+    import os
+
+    from fastseg.io import atomic_write_bytes, default_mode
+
+    f = atomic_write_bytes(tmp_path / "x.bin", b"1")
+    assert os.stat(f).st_mode & 0o777 == default_mode(0o666)
