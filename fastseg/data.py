@@ -162,7 +162,7 @@ def _infer(found: list[int], ignore_index: int | None) -> tuple[tuple[str, ...],
     classes = others + ([255] if 255 in found and 255 not in ign and not _index_like(others) else [])
     notes = []
     if _index_like(classes):
-        n = max(classes + [ignore_index if ignore_index is not None and ignore_index < 255 else 0]) + 1
+        n = max(classes, default=0) + 1
         lut[:n] = np.arange(n)
         codes = [f"class_{i}" for i in range(n)]
     else:

@@ -25,7 +25,8 @@ _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def _open_error(path, what: str, e: Exception) -> DataError:
-    return DataError(f"{path}: cannot read {what} ({e.__class__.__name__}: {e}) (remove or replace the file)")
+    why = "not an image file" if isinstance(e, UnidentifiedImageError) else f"{e.__class__.__name__}: {e}"
+    return DataError(f"{path}: cannot read {what} ({why}) (remove or replace the file)")
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
