@@ -289,3 +289,16 @@ def test_isbi_check_report(isbi):
     assert report.ok and report.layout == "images+masks" and report.counts == {"train": 24, "valid": 6}
     assert [c.name for c in report.classes] == ["background", "foreground"]
     assert abs(sum(c.share for c in report.classes) - 1.0) < 1e-9 and report.classes[0].share > 0.05
+
+
+@pytest.mark.slow
+def test_fit_one_epoch_on_voc_layout_with_void_border(tmp_path):
+    """VOC palette masks with a 255 border train end to end; void pixels stay out of the metrics."""
+    from fastseg.config import FitConfig
+    from fastseg.train import fit
+
+    root = make_voc(tmp_path / "voc")
+    cfg = FitConfig(data=str(root), epochs=1, lr=1e-3, bs=2, size=32, weights="none", export=str(tmp_path / "m.pkl"))
+    result = fit(cfg)
+    assert result.export.is_file() and list(result.metrics["per_class"]) == list(VOC_CODES)
+    assert 0.0 <= result.metrics["pixel_accuracy"] <= 1.0
