@@ -311,10 +311,10 @@ def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
         return None, problems
     codes, lut, mapping, value_problems, void_from_index = _map_values(scanned, codes, color_table, ignore_index)
     problems += value_problems
-    void_code = void_from_index or void_code
-    if void_code is not None and void_code in codes and not void_from_index:
+    if void_code is not None and void_code in codes:
         lut[codes.index(void_code)] = IGNORE_INDEX
         mapping.append(f"class '{void_code}' is void: ignored in loss and metrics")
+    void_code = void_code or void_from_index
     train, valid, how = _split(found, found.root, valid_pct, seed)
     split_problems, split_warnings = _check_split(found.root, train, valid)
     problems += split_problems

@@ -302,3 +302,10 @@ def test_fit_one_epoch_on_voc_layout_with_void_border(tmp_path):
     result = fit(cfg)
     assert result.export.is_file() and list(result.metrics["per_class"]) == list(VOC_CODES)
     assert 0.0 <= result.metrics["pixel_accuracy"] <= 1.0
+
+
+def test_void_name_and_ignore_index_both_apply(tmp_path):
+    root = make_camvid(tmp_path / "cv")  # codes Sky, Road, Car, Void
+    spec = discover(root, ignore_index=0)
+    assert spec.lut[0] == IGNORE_INDEX and spec.lut[3] == IGNORE_INDEX and spec.lut[1] == 1
+    assert spec.void_code == "Void"
