@@ -56,6 +56,24 @@ def data_model_options(f):
     return f
 
 
+def layout_options(f):
+    """Options that say how to read a data folder (fit, lr-find, check)."""
+    from .config import LAYOUT_CHOICES
+
+    opts = [
+        click.option("--layout", type=click.Choice(LAYOUT_CHOICES),
+                     help="Data layout; auto detects it from the folders present.  [default: auto]"),
+        click.option("--colors", type=click.Path(exists=True, dir_okay=False),
+                     help="Colour table (name,r,g,b per line) for RGB colour masks.  [default: DATA/codes.csv if present]"),
+        click.option("--void", help="Class name to ignore in loss and metrics.  [default: a class named void/unlabelled]"),
+        click.option("--ignore-index", type=click.IntRange(0, 255),
+                     help="Mask value to ignore in loss and metrics.  [default: 255]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def build_config(config_file: str | None, **options) -> FitConfig:
     """The CLI's options (only those given) over the config file's over the defaults."""
     given = {k: v for k, v in options.items() if v is not None}
@@ -88,6 +106,7 @@ def main():
 
 @main.command()
 @data_model_options
+@layout_options
 @click.option("--epochs", type=click.IntRange(min=1), help=f"Training epochs.  [default: {DEFAULTS.epochs}]")
 @click.option("--lr", help="Peak learning rate, or 'auto' to use the LR finder's suggestion.  [default: auto]")
 @click.option("--export", type=click.Path(dir_okay=False), help=f"Where to write the fastai learner.  [default: {DEFAULTS.export}]")
@@ -113,6 +132,7 @@ def fit(config_file, lr, **options):
 
 @main.command("lr-find")
 @data_model_options
+@layout_options
 @click.option("--plot", type=click.Path(dir_okay=False), default="exports/lr_find.png", show_default=True,
               help="Where to save the loss-vs-learning-rate plot.")
 def lr_find_cmd(config_file, plot, **options):
@@ -220,3 +240,50 @@ def demo_data(directory, n, size, seed):
 
     out = make_demo_data(directory, n=n, size=size, seed=seed)
     click.echo(f"wrote {n} images and masks to {out}")
+
+
+@main.command("check")
+@click.argument("data", type=click.Path(), default=DEFAULTS.data)
+@layout_options
+@click.option("--valid-pct", type=float, default=DEFAULTS.valid_pct, show_default=True,
+              help="Validation share when the data has no split.")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Random seed of that split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check_cmd(data, as_json, **options):
+    """Check a data folder without changing it: layout, splits, classes, mapping, problems.
+
+    Exits 0 when fastseg can train on the folder, 1 otherwise.
+
+    \b
+    Example:
+      fastseg check data/
+      fastseg check ~/datasets/VOC2012 --json
+    """
+    import json
+
+    from .check import check
+
+    report = check(data, **{k: v for k, v in options.items() if v is not None})
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        if report.layout:
+            click.echo(f"layout    {report.layout}  ({report.root})")
+            click.echo("images    " + ", ".join(f"{n} {s}" for s, n in report.counts.items())
+                       + f"  (split: {report.split_source})")
+            click.echo(f"classes   {len([c for c in report.classes if c.index is not None])}"
+                       f"  (smallest image side {report.min_side} px)")
+            for c in report.classes:
+                flag = "  absent from train" if c.index is not None and not c.train_pixels else ""
+                click.echo(f"  {'' if c.index is None else c.index:>3} {c.name:<20} {c.share:8.2%}{flag}")
+            for m in report.mapping:
+                click.echo(f"mapping   {m}")
+            click.echo(f"void      {report.void or 'none'}")
+        for w in report.warnings:
+            click.echo(w, err=True)
+        for p in report.problems:
+            click.echo(f"Error: {p}", err=True)
+        click.echo(f"{'OK: trainable' if report.ok else f'NOT trainable: {len(report.problems)} problem(s)'}"
+                   f" ({report.seconds:.2f} s)")
+    if not report.ok:
+        raise SystemExit(1)

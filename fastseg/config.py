@@ -25,6 +25,7 @@ def silent(message: str) -> None:
 
 
 WEIGHT_CHOICES = ("imagenet", "none")
+LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc")  # fastseg.layouts.LAYOUTS, plus auto
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class FitConfig:
     export: str = "exports/model.pkl"  # the deployable fastai learner
     lr_find_iters: int = 60  # enough points for a stable valley; the finder stops early on divergence
     num_workers: int = 0  # 0: load in the main process (the model, not decoding, bounds CPU training)
+    layout: str = "auto"  # detect images+masks / camvid / segnet / voc from the folders present
+    colors: str | None = None  # None: codes.csv in the data folder, if any, is the colour table
+    void: str | None = None  # None: a class named void/Void/unlabelled/... is void, if any
+    ignore_index: int | None = None  # None: only mask value 255 (the common convention) is void
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -63,6 +68,10 @@ class FitConfig:
             raise ConfigError(f"lr_find_iters must be at least 10, got {self.lr_find_iters}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be 0 or more, got {self.num_workers}")
+        if self.layout not in LAYOUT_CHOICES:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {self.layout!r}")
+        if self.ignore_index is not None and not 0 <= self.ignore_index <= 255:
+            raise ConfigError(f"ignore_index must be a mask value 0-255, got {self.ignore_index}")
 
     @property
     def weights_is_file(self) -> bool:

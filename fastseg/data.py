@@ -1,38 +1,38 @@
-"""Finding images and masks, class codes, mask-value mapping and splits.
+"""Finding images and masks, class codes, mask-value mapping, void class and splits.
 
 ``discover(root)`` inspects a data folder without modifying it and returns a ``DataSpec``: which
-image pairs with which mask, the class codes, how raw mask values map to class indices, and the
-train/valid split. ``fastseg.loaders`` turns a ``DataSpec`` into fastai ``DataLoaders``.
+image pairs with which mask (per split), the class codes, how raw mask values (or mask colours)
+become class indices, and what was done, as notices. ``inspect_data`` does the same but returns
+every problem found instead of raising the first (``fastseg check``). Layouts live in
+``fastseg.layouts``, pixel reading in ``fastseg.images``; ``fastseg.loaders`` builds DataLoaders.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from .config import Notify, silent
 from .errors import DataError
+from .images import IGNORE_INDEX, IMAGE_EXTS, MaskDecoder, image_size, read_image, read_mask
+from .layouts import LAYOUT_CHOICES, Found, Sample, find_layout, list_images
 
 __all__ = [
-    "IGNORE_INDEX", "IMAGE_EXTS", "Sample", "DataSpec", "discover", "read_mask", "list_images",
+    "IGNORE_INDEX", "IMAGE_EXTS", "LAYOUT_CHOICES", "VOC_CODES", "Sample", "DataSpec", "discover", "inspect_data",
+    "read_image", "read_mask", "list_images", "read_colors",
 ]
 
-IGNORE_INDEX = 255  # void pixels: excluded from the loss and every metric
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MASK_DIRS = ("masks", "labels", "annotations", "gt")
-MASK_SUFFIXES = ("", "_P", "_mask", "_label", "_labels", "-mask", "_gt", "_seg")
 VOID_NAMES = ("void", "Void", "unlabelled", "Unlabelled", "unlabeled", "Unlabeled", "ignore")
-
-
-@dataclass(frozen=True)
-class Sample:
-    image: Path
-    mask: Path
+COLOR_FILES = ("codes.csv", "class_dict.csv")  # name,r,g,b per class (class_dict.csv: Kaggle CamVid)
+VOC_CODES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+             "tvmonitor")
+SCAN_THREADS = 8  # PIL decodes with the GIL released; a few threads hide file-system latency
 
 
 @dataclass(frozen=True)
@@ -48,67 +48,21 @@ class DataSpec:
     min_side: int  # smallest image side in the set (for crop/resize decisions)
     void_code: str | None = None
     notices: tuple[str, ...] = field(default=())
+    test: tuple[Sample, ...] = ()  # the layout's own test split (SegNet test/, VOC test.txt), never trained on
+    colors: tuple[tuple[int, int, int], ...] | None = None  # one RGB per code when masks are colour-coded
+    mapping: tuple[str, ...] = ()  # how mask values became class indices, in words
+    warnings: tuple[str, ...] = ()  # problems that do not stop training
+    split_source: str = ""  # where the train/valid split came from
+    class_pixels: dict = field(default_factory=dict, compare=False)  # split -> pixels per class (+ "void")
 
     @property
     def n_classes(self) -> int:
         return len(self.codes)
 
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                  and not p.name.startswith("."))
-
-
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Raw mask values as an HxW uint8 array (palette PNGs give their indices)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L"):
-                arr = np.asarray(im)
-            elif im.mode in ("I;16", "I;16B", "I", "F"):
-                arr = np.asarray(im)
-                if arr.max() > 255:
-                    raise DataError(f"{path}: mask values go up to {int(arr.max())} (expected class indices 0-254)")
-                arr = arr.astype(np.uint8)
-            elif im.mode in ("RGB", "RGBA", "LA"):
-                arr = np.asarray(im.convert("RGB"))
-                if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-                    raise DataError(f"{path}: colour (RGB) mask; fastseg needs class-index, palette or grey masks")
-                arr = arr[..., 0]
-            elif im.mode == "1":
-                arr = np.asarray(im, dtype=np.uint8) * 255
-            else:
-                raise DataError(f"{path}: unsupported mask mode {im.mode}")
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: cannot read mask ({e.__class__.__name__}: {e})") from None
-    return np.ascontiguousarray(arr, dtype=np.uint8)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}); remove or replace the file") from None
-
-
-def _find_mask_dir(root: Path) -> Path:
-    for name in MASK_DIRS:
-        if (root / name).is_dir():
-            return root / name
-    raise DataError(f"{root}: no masks folder found (expected one of: {', '.join(d + '/' for d in MASK_DIRS)})")
-
-
-def _pair(images: list[Path], mask_dir: Path) -> tuple[list[Sample], list[Path]]:
-    """Pair each image with the mask of the same stem (mask suffixes like _P or _mask allowed)."""
-    masks = {}
-    for m in list_images(mask_dir):
-        masks.setdefault(m.stem, m)
-    pairs, unpaired = [], []
-    for img in images:
-        mask = next((masks[img.stem + s] for s in MASK_SUFFIXES if img.stem + s in masks), None)
-        (pairs.append(Sample(img, mask)) if mask is not None else unpaired.append(img))
-    return pairs, unpaired
+    @property
+    def decoder(self) -> MaskDecoder:
+        """The picklable mask-file -> class-index callable for this data set."""
+        return MaskDecoder(self.lut, self.colors)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -129,111 +83,267 @@ def _read_codes(path: Path) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _mapping(values: dict[Path, np.ndarray], codes: tuple[str, ...] | None, void_code: str | None
-             ) -> tuple[tuple[str, ...], np.ndarray, list[str]]:
-    """Decide how raw mask values become class indices; return (codes, lut, notices)."""
-    found = np.unique(np.concatenate(list(values.values())))
-    notices = []
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    binary_255 = set(found.tolist()) <= {0, 255} and 255 in found
-    if codes is None:
-        if binary_255:
-            codes = ("background", "foreground")
-            lut[0], lut[255] = 0, 1
-            notices.append("masks are 0/255: mapped 255->1 (classes: background, foreground)")
+def read_colors(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """A colour table: ``name,r,g,b`` per line (a header line is allowed) -> (codes, colours)."""
+    path = Path(path)
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+    except OSError as e:
+        raise DataError(f"{path}: cannot read colour table ({e.strerror}) (pass an existing name,r,g,b file)") from None
+    names, colors = [], []
+    for i, line in enumerate(lines, 1):
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            rgb = tuple(int(v) for v in parts[1:])
+        except ValueError:
+            if not names and i == next(j for j, ln in enumerate(lines, 1) if ln):
+                continue  # a header such as name,r,g,b
+            rgb = ()
+        if len(parts) != 4 or len(rgb) != 3 or not parts[0] or not all(0 <= v <= 255 for v in rgb):
+            raise DataError(f"{path}: line {i} is not name,r,g,b with r, g, b in 0-255 ('{line}') (fix the line)")
+        names.append(parts[0])
+        colors.append(rgb)
+    for kind, seq in (("class name", names), ("colour", colors)):
+        dupes = sorted({str(v) for v in seq if seq.count(v) > 1})
+        if dupes:
+            raise DataError(f"{path}: duplicate {kind}(s) {', '.join(dupes)} (each class needs its own)")
+    if len(names) < 2:
+        raise DataError(f"{path}: needs at least 2 classes (name,r,g,b lines), found {len(names)}")
+    return tuple(names), tuple(colors)  # type: ignore[return-value]
+
+
+@dataclass
+class _Scanned:
+    counts: dict[Path, np.ndarray]  # mask -> 256-bin histogram of raw values
+    min_side: int
+    problems: list[str]
+
+
+def _scan_one(sample: Sample, decoder: MaskDecoder):
+    try:
+        w, h = image_size(sample.image)
+        raw = decoder.raw(sample.mask)
+    except DataError as e:
+        return None, 0, str(e)
+    if raw.shape != (h, w):
+        return None, 0, (f"{sample.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but image {sample.image.name} is "
+                         f"{w}x{h} (image and mask must be the same size)")
+    return np.bincount(raw.ravel(), minlength=256), min(w, h), None
+
+
+def _scan(samples: list[Sample], decoder: MaskDecoder) -> _Scanned:
+    """Image headers and mask histograms for every sample, in a thread pool."""
+    with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(samples)))) as pool:
+        results = list(pool.map(lambda s: _scan_one(s, decoder), samples))
+    counts, problems, sides = {}, [], []
+    for s, (hist, side, problem) in zip(samples, results):
+        if problem:
+            problems.append(problem)
         else:
-            if found.max() >= IGNORE_INDEX:
-                bad = next(p for p, v in values.items() if v.max() >= IGNORE_INDEX)
-                raise DataError(f"{bad}: mask value 255 with no codes.txt (add codes.txt naming each class)")
-            codes = tuple(f"class_{i}" for i in range(int(found.max()) + 1))
-            lut[: len(codes)] = np.arange(len(codes))
-            notices.append(f"no codes.txt: inferred {len(codes)} classes from mask values ({', '.join(codes)})")
-        return codes, lut, notices
-    n = len(codes)
-    if binary_255 and n == 2:
+            counts[s.mask] = hist
+            sides.append(side)
+    return _Scanned(counts, min(sides) if sides else 0, problems)
+
+
+def _index_like(values: list[int]) -> bool:
+    return not values or max(values) + 1 <= 2 * len(values)
+
+
+def _infer(found: list[int], ignore_index: int | None) -> tuple[tuple[str, ...], np.ndarray, list[str], str | None]:
+    """Codes absent: classes from the values found; 255 is void when the rest look like indices."""
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    ign = {ignore_index} if ignore_index is not None else set()
+    if set(found) <= {0, 255} and 255 in found and not ign & {0, 255}:
         lut[0], lut[255] = 0, 1
-        notices.append(f"masks are 0/255: mapped 255->1 ({codes[1]})")
+        return ("background", "foreground"), lut, ["masks are 0/255: mapped 255->1 (classes: background, foreground)"], None
+    others = [v for v in found if v not in ign and v != 255]
+    classes = others + ([255] if 255 in found and 255 not in ign and not _index_like(others) else [])
+    notes = []
+    if _index_like(classes):
+        n = max(classes, default=0) + 1
+        lut[:n] = np.arange(n)
+        codes = [f"class_{i}" for i in range(n)]
+    else:
+        lut[classes] = np.arange(len(classes))
+        codes = [f"class_{i}" for i in range(len(classes))]
+        notes.append(f"mask values {', '.join(map(str, classes))} mapped to classes 0-{len(classes) - 1}")
+    void_code = None
+    if ignore_index is not None:
+        if ignore_index < len(codes) and lut[ignore_index] == ignore_index:
+            codes[ignore_index] = void_code = "void"
+        lut[ignore_index] = IGNORE_INDEX
+        notes.append(f"mask value {ignore_index} is void (--ignore-index): ignored in loss and metrics")
+    notes.insert(0, f"no codes.txt: inferred {len(codes)} classes from mask values ({', '.join(codes)})")
+    if 255 in found and 255 not in classes:
+        notes.append("mask value 255 treated as void (ignored in loss and metrics)")
+    return tuple(codes), lut, notes, void_code
+
+
+def _map_values(scanned: _Scanned, codes: tuple[str, ...] | None, colors, ignore_index: int | None
+                ) -> tuple[tuple[str, ...], np.ndarray, list[str], list[str], str | None]:
+    """Decide how raw values become class indices: (codes, lut, mapping notes, problems, void from ignore)."""
+    total = sum(scanned.counts.values(), np.zeros(256, np.int64))
+    found = np.flatnonzero(total).tolist()
+    if codes is None:
+        inferred, lut, notes, void = _infer(found, ignore_index)
+        return inferred, lut, notes, [], void
+    n, notes, problems = len(codes), [], []
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    if colors is not None:
+        lut[:n] = np.arange(n)
+        notes.append(f"colour masks mapped through the colour table ({n} colours)")
+    elif set(found) <= {0, 255} and 255 in found and n == 2 and ignore_index not in (0, 255):
+        lut[0], lut[255] = 0, 1
+        notes.append(f"masks are 0/255: mapped 255->1 ({codes[1]})")
     else:
         lut[:n] = np.arange(n)
-        for p, v in values.items():
-            bad = v[v >= n]
-            if bad.size and not (void_code is None and set(bad.tolist()) == {IGNORE_INDEX}):
-                raise DataError(f"{p}: mask values {sorted(set(bad.tolist()))[:8]} outside the {n} codes "
+        allowed = {IGNORE_INDEX, ignore_index}
+        for mask, hist in scanned.counts.items():
+            bad = [v for v in np.flatnonzero(hist[n:]).tolist() if v + n not in allowed]
+            if bad:
+                problems.append(f"{mask}: mask values {[v + n for v in bad][:8]} outside the {n} codes "
                                 f"(class indices must be 0-{n - 1}; fix the mask or codes.txt)")
-        if IGNORE_INDEX in found:
-            notices.append("mask value 255 treated as void (ignored in loss and metrics)")
-    if void_code is not None:
-        lut[codes.index(void_code)] = IGNORE_INDEX
-        notices.append(f"class '{void_code}' is void: ignored in loss and metrics")
-    return codes, lut, notices
+        if IGNORE_INDEX in found and n <= IGNORE_INDEX:
+            notes.append("mask value 255 treated as void (ignored in loss and metrics)")
+    void = None
+    if ignore_index is not None:
+        lut[ignore_index] = IGNORE_INDEX
+        void = codes[ignore_index] if ignore_index < n else None
+        notes.append(f"mask value {ignore_index} is void (--ignore-index): ignored in loss and metrics")
+    return codes, lut, notes, problems, void
 
 
-def _split(pairs: list[Sample], root: Path, valid_pct: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
+def _pick(pairs: list[Sample], names: list[str]) -> tuple[list[Sample], list[str]]:
+    by_key = {}
+    for s in pairs:
+        by_key[s.image.name] = s
+        by_key[s.image.stem] = s
+    unknown = [n for n in names if n not in by_key and Path(n).stem not in by_key]
+    chosen = {by_key.get(n, by_key.get(Path(n).stem)).image for n in names if n not in unknown}
+    return [s for s in pairs if s.image in chosen], unknown
+
+
+def _split(found: Found, root: Path, valid_pct: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
+    """Split precedence: the layout's own split, then valid.txt, then a seeded random share."""
+    if "valid" in found.splits:
+        return found.splits["train"], found.splits["valid"], found.split_source or "the layout's split"
+    pairs = found.splits.get("all") or found.splits["train"]
     valid_file = root / "valid.txt"
     if valid_file.is_file():
-        names = [n for n in _read_lines(valid_file) if n]
-        by_key = {}
-        for s in pairs:
-            by_key[s.image.name] = s
-            by_key[s.image.stem] = s
-        unknown = [n for n in names if n not in by_key and Path(n).stem not in by_key]
+        valid, unknown = _pick(pairs, [n for n in _read_lines(valid_file) if n])
         if unknown:
-            raise DataError(f"{valid_file}: names no image in {root} ({', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''})")
-        chosen = {by_key.get(n, by_key.get(Path(n).stem)).image for n in names}
-        valid = [s for s in pairs if s.image in chosen]
-        train = [s for s in pairs if s.image not in chosen]
-        how = f"valid.txt ({len(valid)} images)"
-    else:
-        order = list(range(len(pairs)))
-        random.Random(seed).shuffle(order)
-        n_valid = max(1, round(len(pairs) * valid_pct))
-        valid_idx = set(order[:n_valid])
-        valid = [s for i, s in enumerate(pairs) if i in valid_idx]
-        train = [s for i, s in enumerate(pairs) if i not in valid_idx]
-        how = f"random {valid_pct:.0%} (seed {seed})"
+            raise DataError(f"{valid_file}: names no image in {root} ({', '.join(unknown[:3])}"
+                            f"{' ...' if len(unknown) > 3 else ''}) (list image names or stems, one per line)")
+        chosen = {s.image for s in valid}
+        return [s for s in pairs if s.image not in chosen], valid, f"valid.txt ({len(valid)} images)"
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    valid_idx = set(order[:max(1, round(len(pairs) * valid_pct))])
+    return ([s for i, s in enumerate(pairs) if i not in valid_idx], [s for i, s in enumerate(pairs) if i in valid_idx],
+            f"random {valid_pct:.0%} (seed {seed})")
+
+
+def _check_split(root: Path, train: list[Sample], valid: list[Sample]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) about the split itself."""
     if not valid:
-        raise DataError(f"{root}: the validation set is empty (list images in valid.txt or raise --valid-pct)")
+        return [f"{root}: the validation set is empty (list images in valid.txt or raise --valid-pct)"], []
     if not train:
-        raise DataError(f"{root}: every image is in the validation set; nothing is left to train on")
-    return train, valid, how
+        return [f"{root}: every image is in the validation set (nothing is left to train on; shorten valid.txt)"], []
+    t, v = {s.image.stem for s in train}, {s.image.stem for s in valid}
+    if t == v:
+        return [f"{root}: the validation set is the training set ({len(v)} images with the same names) "
+                "(validate on images the model does not train on)"], []
+    both = t & v
+    return [], [f"Warning: {root}: {len(both)} validation image name(s) also in training, e.g. {sorted(both)[0]}"] if both else []
 
 
-def discover(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, notify: Notify = silent) -> DataSpec:
-    """Inspect ``root`` (``images/`` + ``masks/``, optional ``codes.txt`` and ``valid.txt``)."""
+def _class_pixels(counts: dict[Path, np.ndarray], samples: list[Sample], lut: np.ndarray, n: int) -> list[int]:
+    raw = sum((counts[s.mask] for s in samples if s.mask in counts), np.zeros(256, np.int64))
+    out = np.bincount(lut, weights=raw, minlength=256)
+    return [int(v) for v in out[:n]] + [int(out[IGNORE_INDEX])]
+
+
+def _codes_and_colors(root: Path, layout: str, colors_file: str | None):
+    for f in ([Path(colors_file)] if colors_file else [root / c for c in COLOR_FILES]):
+        if colors_file or f.is_file():
+            codes, colors = read_colors(f)
+            return codes, colors, [f"colour table {f} ({len(codes)} classes)"]
+    if (root / "codes.txt").is_file():
+        return _read_codes(root / "codes.txt"), None, []
+    if layout == "voc":
+        return VOC_CODES, None, ["VOC class names built in (21 classes); mask value 255 (border) is void"]
+    return None, None, []
+
+
+def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, *, layout: str = "auto",
+                 colors: str | None = None, void: str | None = None, ignore_index: int | None = None
+                 ) -> tuple[DataSpec | None, list[str]]:
+    """Everything ``discover`` finds, plus every problem (empty when trainable). Raises ``DataError``
+    only for problems that stop the inspection itself (missing folder, no pairs, bad codes file)."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: data folder does not exist (point --data at a folder with images/ and masks/)")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (point --data at a folder with images/ and masks/)")
-    image_dir = root / "images"
-    if not image_dir.is_dir():
-        raise DataError(f"{root}: no images/ folder (expected images/ and masks/ side by side)")
-    images = list_images(image_dir)
-    if not images:
-        raise DataError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_EXTS)})")
-    mask_dir = _find_mask_dir(root)
-    pairs, unpaired = _pair(images, mask_dir)
-    if not pairs:
-        raise DataError(f"{mask_dir}: no mask matches any image by name (image a.png needs mask a.png or a_mask.png)")
-    notices = []
-    if unpaired:
-        notices.append(f"{len(unpaired)} image(s) without a mask skipped, e.g. {unpaired[0]}")
-    codes = _read_codes(root / "codes.txt") if (root / "codes.txt").is_file() else None
+    found = find_layout(root, layout)
+    notices = [f"layout: {found.layout} ({found.root})", *found.notices]
+    warnings = [f"Warning: {len(found.unpaired_images)} image(s) without a mask skipped, e.g. {found.unpaired_images[0]}"
+                ] if found.unpaired_images else []
+    if found.unpaired_masks:
+        warnings.append(f"Warning: {len(found.unpaired_masks)} mask(s) without an image ignored, "
+                        f"e.g. {found.unpaired_masks[0]}")
+    codes, color_table, notes = _codes_and_colors(found.root, found.layout, colors)
+    notices += notes
     void_code = next((c for c in codes if c in VOID_NAMES), None) if codes else None
-    values, min_side = {}, None
-    for s in pairs:
-        isz = _image_size(s.image)
-        m = read_mask(s.mask)
-        if (m.shape[1], m.shape[0]) != isz:
-            raise DataError(f"{s.mask}: mask is {m.shape[1]}x{m.shape[0]} but image {s.image.name} is "
-                            f"{isz[0]}x{isz[1]} (image and mask must be the same size)")
-        values[s.mask] = np.unique(m)
-        min_side = min(isz) if min_side is None else min(min_side, *isz)
-    codes, lut, map_notes = _mapping(values, codes, void_code)
-    notices += map_notes
-    train, valid, how = _split(pairs, root, valid_pct, seed)
-    notices.append(f"split: {len(train)} train / {len(valid)} valid, {how}")
-    for n in notices:
+    if void is not None:
+        if codes is None or void not in codes:
+            raise DataError(f"{found.root}: --void '{void}' is not a class name (choose one of: "
+                            f"{', '.join(codes) if codes else 'none: add codes.txt'})")
+        void_code = void
+    if ignore_index is not None and not 0 <= ignore_index <= 255:
+        raise DataError(f"{found.root}: --ignore-index {ignore_index} is not a mask value (use 0-255)")
+    everything = [s for split in found.splits.values() for s in split]
+    scanned = _scan(everything, MaskDecoder(np.arange(256), color_table))
+    problems = scanned.problems
+    if not scanned.counts:
+        return None, problems
+    codes, lut, mapping, value_problems, void_from_index = _map_values(scanned, codes, color_table, ignore_index)
+    problems += value_problems
+    if void_code is not None and void_code in codes:
+        lut[codes.index(void_code)] = IGNORE_INDEX
+        mapping.append(f"class '{void_code}' is void: ignored in loss and metrics")
+    void_code = void_code or void_from_index
+    train, valid, how = _split(found, found.root, valid_pct, seed)
+    split_problems, split_warnings = _check_split(found.root, train, valid)
+    problems += split_problems
+    warnings += split_warnings
+    test = found.splits.get("test", [])
+    pixels = {name: _class_pixels(scanned.counts, part, lut, len(codes))
+              for name, part in (("train", train), ("valid", valid), ("test", test)) if part}
+    if train and not split_problems:
+        absent = [c for c, px in zip(codes, pixels["train"]) if px == 0 and c != void_code]
+        if absent:
+            warnings.append(f"Warning: {found.root}: class(es) {', '.join(absent[:6])} absent from the training split "
+                            "(the model cannot learn them; move images with them into training)")
+    notices += mapping
+    notices.append(f"split: {len(train)} train / {len(valid)} valid{f' / {len(test)} test' if test else ''}, {how}")
+    spec = DataSpec(root=found.root, layout=found.layout, train=tuple(train), valid=tuple(valid), codes=tuple(codes),
+                    lut=tuple(int(v) for v in lut), min_side=int(scanned.min_side), void_code=void_code,
+                    notices=tuple(notices + warnings), test=tuple(test), colors=color_table, mapping=tuple(mapping),
+                    warnings=tuple(warnings), split_source=how, class_pixels=pixels)
+    return spec, problems
+
+
+def discover(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, notify: Notify = silent, *,
+             layout: str = "auto", colors: str | None = None, void: str | None = None,
+             ignore_index: int | None = None) -> DataSpec:
+    """Inspect ``root`` (any layout in ``LAYOUT_CHOICES``); raise the first problem as a ``DataError``."""
+    spec, problems = inspect_data(root, valid_pct, seed, layout=layout, colors=colors, void=void,
+                                  ignore_index=ignore_index)
+    if problems or spec is None:
+        raise DataError(problems[0])
+    for n in spec.notices:
         notify(n)
-    return DataSpec(root=root, layout="images+masks", train=tuple(train), valid=tuple(valid), codes=codes,
-                    lut=tuple(int(v) for v in lut), min_side=int(min_side), void_code=void_code, notices=tuple(notices))
+    return spec

@@ -5,29 +5,42 @@ Everything fastai pickles into the exported learner from here (``MaskForImage``)
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
-from .data import DataSpec, read_mask
+from .data import DataSpec, read_image
+from .images import MaskDecoder
 
-__all__ = ["MaskForImage", "auto_size", "make_dataloaders"]
+__all__ = ["MaskForImage", "open_image", "auto_size", "make_dataloaders"]
+
+
+def open_image(path: Path | str | np.ndarray | Image.Image):
+    """fastai image type transform: any image file (16-bit, RGBA, palette, grey) -> RGB ``PILImage``.
+
+    The annotation matters: fastai's ``predict``/``test_dl`` match inputs against it."""
+    from fastai.vision.core import PILImage
+
+    return PILImage.create(read_image(path)) if isinstance(path, (str, os.PathLike)) else PILImage.create(path)
 
 
 class MaskForImage:
-    """fastai ``get_y``: image path -> class-index ``PILMask`` (raw values mapped through the LUT).
+    """fastai ``get_y``: image path -> class-index ``PILMask`` (``decoder``: a ``MaskDecoder``, or a LUT).
 
     Top-level and holding plain data so fastai can pickle it into the exported learner.
     """
 
-    def __init__(self, masks: dict[str, str], lut: Sequence[int]):
+    def __init__(self, masks: dict[str, str], decoder: MaskDecoder | Sequence[int]):
         self.masks = masks
-        self.lut = np.asarray(lut, dtype=np.uint8)
+        self.decoder = decoder if isinstance(decoder, MaskDecoder) else MaskDecoder(decoder)
 
     def __call__(self, image_path):
         from fastai.vision.core import PILMask
 
-        return PILMask.create(self.lut[read_mask(self.masks[str(image_path)])])
+        return PILMask.create(self.decoder(self.masks[str(image_path)]))
 
 
 def auto_size(spec: DataSpec, size: int | None) -> int:
@@ -42,7 +55,9 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
     from fastai.vision.augment import RandomCrop, Resize, aug_transforms
-    from fastai.vision.data import ImageBlock, MaskBlock
+    from fastai.data.block import TransformBlock
+    from fastai.data.transforms import IntToFloatTensor
+    from fastai.vision.data import MaskBlock
     from fastai.data.transforms import Normalize
     from fastai.vision.core import imagenet_stats
 
@@ -54,8 +69,9 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     item_tfms = [RandomCrop(size)] if spec.min_side >= size else [Resize(size)]
     batch_tfms = [*aug_transforms(flip_vert=True, max_rotate=15.0, max_zoom=1.1, max_lighting=0.2, max_warp=0.1),
                   Normalize.from_stats(*imagenet_stats)]
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))),
-                      get_y=MaskForImage(masks, spec.lut),
+    image_block = TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor)  # 16-bit/RGBA-safe
+    block = DataBlock(blocks=(image_block, MaskBlock(list(spec.codes))),
+                      get_y=MaskForImage(masks, spec.decoder),
                       splitter=IndexSplitter(valid_idx),
                       item_tfms=item_tfms, batch_tfms=batch_tfms)
     return block.dataloaders(items, bs=bs, num_workers=num_workers, device=device,

@@ -71,7 +71,8 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
                   workdir: Path | None = None) -> tuple[Learner, DataSpec, WeightsInfo]:
     """DataLoaders + SMP Unet + loss + mIoU/Dice metrics in a fastai ``Learner``."""
     set_seed(cfg.seed, reproducible=True)
-    spec = spec or discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify)
+    spec = spec or discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify, layout=cfg.layout,
+                            colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
     size = auto_size(spec, cfg.size)
     dls = make_dataloaders(spec, size=size, bs=cfg.bs, num_workers=cfg.num_workers)
     model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights)
