@@ -29,6 +29,7 @@ from .backends import OnnxBackend, TorchBackend, choose_backend, onnx_session
 from .config import PredictConfig
 from .data import IMAGE_EXTS
 from .errors import ConfigError, DataError, ModelError
+from .images import read_image
 from .io import atomic_write_bytes, palette_for
 from .tiling import tiled_probs
 
@@ -45,15 +46,12 @@ def load_image(src) -> np.ndarray:
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
         return np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+    if not isinstance(src, Image.Image):
+        return read_image(src)  # the same decoding as training (16-bit scaling, alpha, palettes)
     try:
-        im = src if isinstance(src, Image.Image) else Image.open(src)
-        if im.mode in ("I;16", "I;16B", "I", "F"):
-            a = np.asarray(im, dtype=np.float32)
-            lo, hi = float(a.min()), float(a.max())
-            im = Image.fromarray(((a - lo) / (hi - lo or 1.0) * 255).astype(np.uint8))
-        return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"{src}: cannot read image ({e.__class__.__name__}: {e})") from None
+        return np.asarray(src.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{src}: cannot convert image ({e.__class__.__name__}: {e})") from None
 
 
 def _peek_size(src) -> tuple[int, int]:
