@@ -41,6 +41,7 @@ class FitConfig:
     export: str = "exports/model.pkl"  # the deployable fastai learner
     lr_find_iters: int = 60  # enough points for a stable valley; the finder stops early on divergence
     num_workers: int = 0  # 0: load in the main process (the model, not decoding, bounds CPU training)
+    sync_bn: bool = True  # DDP on GPUs: BatchNorm statistics over the effective batch, not a per-GPU slice
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
