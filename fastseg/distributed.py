@@ -35,8 +35,8 @@ from fastai.learner import Recorder
 
 from .config import Notify, silent
 
-__all__ = ["world_size", "rank", "is_distributed", "is_main_process", "main_only", "barrier", "broadcast_value",
-           "init_process_group", "ShardDL", "DDPTrainer", "SyncConfusion", "RankStats", "ddp"]
+__all__ = ["world_size", "rank", "is_distributed", "is_main_process", "main_only", "setup", "barrier",
+           "broadcast_value", "init_process_group", "ShardDL", "DDPTrainer", "SyncConfusion", "RankStats", "ddp"]
 
 
 def world_size() -> int:
@@ -73,6 +73,17 @@ def init_process_group() -> None:
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
+
+
+def setup(notify: Notify = silent) -> Notify:
+    """Call first in a command that may run under a launcher, before anything touches a GPU.
+
+    Joins the process group, which also pins this process to its GPU (LOCAL_RANK), so the
+    DataLoaders built next put batches there rather than all on GPU 0. Returns ``notify`` for
+    rank 0 only. In one process: returns ``notify`` and does nothing else.
+    """
+    init_process_group()
+    return main_only(notify)
 
 
 def barrier() -> None:

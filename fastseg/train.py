@@ -21,7 +21,8 @@ from fastai.torch_core import params, set_seed
 
 from .config import FitConfig, Notify, silent
 from .data import IGNORE_INDEX, DataSpec, discover
-from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_process, main_only
+from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_process
+from .distributed import setup as distributed_setup
 from .loaders import auto_size, make_dataloaders
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
@@ -126,7 +127,7 @@ def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:
     """Train a Unet on ``cfg.data`` with fit_one_cycle and export the learner to ``cfg.export``."""
     from .export import export_learner
 
-    notify = main_only(notify)  # under a DDP launcher: one notice per run, not one per process
+    notify = distributed_setup(notify)  # DDP launcher: join the group, pin the GPU; notices from rank 0 only
     learn, spec, winfo = build_learner(cfg, notify)
     try:
         found = None

@@ -27,7 +27,8 @@ def test_single_process_helpers_are_noops(monkeypatch):
     assert dist.world_size() == 1 and dist.rank() == 0 and not dist.is_distributed()
     assert dist.is_main_process()
     dist.main_only(seen.append)("hello")
-    assert seen == ["hello"]
+    dist.setup(seen.append)("world")
+    assert seen == ["hello", "world"]
     assert dist.broadcast_value({"lr": 0.1}) == {"lr": 0.1}
     dist.barrier()  # must not need a process group
     with dist.ddp(learn=None) as sync:  # never touches the learner
