@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from fastai.callback.core import Callback
@@ -36,7 +36,7 @@ from fastai.learner import Recorder
 from .config import Notify, silent
 
 __all__ = ["world_size", "rank", "is_distributed", "is_main_process", "main_only", "setup", "barrier",
-           "broadcast_value", "init_process_group", "ShardDL", "DDPTrainer", "SyncConfusion", "RankStats", "ddp"]
+           "broadcast_value", "run_on_main", "init_process_group", "ShardDL", "DDPTrainer", "SyncConfusion", "RankStats", "ddp"]
 
 
 def world_size() -> int:
@@ -101,6 +101,46 @@ def broadcast_value(value: Any) -> Any:
     box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@contextmanager
+def _solo() -> Iterator[None]:
+    """This process sees itself as a single process (WORLD_SIZE=1, RANK=0) inside the block.
+
+    fastai reads WORLD_SIZE/RANK from the environment on every call to decide whether to all-gather
+    losses and wait at barriers; while rank 0 works alone, the other ranks never join those, so
+    without this rank 0 would wait for them forever.
+    """
+    saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK")}
+    os.environ.update(WORLD_SIZE="1", RANK="0")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_on_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(...)`` run by rank 0 alone (as a single process); every rank gets its result or its error.
+
+    For work that must not be split or repeated, such as the LR finder. In one process: ``fn(...)``.
+    """
+    if not is_distributed():
+        return fn(*args, **kwargs)
+    outcome = None
+    if is_main_process():
+        try:
+            with _solo():
+                outcome = (True, fn(*args, **kwargs))
+        except Exception as e:  # re-raised below, on every rank, so no rank waits for a result forever
+            outcome = (False, e)
+    ok, value = broadcast_value(outcome)
+    if not ok:
+        raise value
+    return value
 
 
 def _comm_device() -> torch.device:

@@ -21,7 +21,7 @@ from fastai.torch_core import params, set_seed
 
 from .config import FitConfig, Notify, silent
 from .data import IGNORE_INDEX, DataSpec, discover
-from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_process
+from .distributed import RankStats, barrier, ddp, is_main_process, run_on_main
 from .distributed import setup as distributed_setup
 from .loaders import auto_size, make_dataloaders
 from .metrics import MeanDice, MeanIoU
@@ -132,7 +132,7 @@ def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:
     try:
         found = None
         if cfg.lr == "auto":  # DDP: rank 0 alone runs the finder, the others take its result
-            found = broadcast_value(run_lr_find(learn, cfg.lr_find_iters) if is_main_process() else None)
+            found = run_on_main(run_lr_find, learn, cfg.lr_find_iters)
             lr, how = found.lr, "lr finder (valley)"
         else:
             lr, how = float(cfg.lr), "given"

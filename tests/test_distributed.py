@@ -35,6 +35,23 @@ def test_single_process_helpers_are_noops(monkeypatch):
         assert sync is None
 
 
+def test_run_on_main_in_one_process_just_calls(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert dist.run_on_main(lambda a, b=0: a + b, 2, b=3) == 5
+    with pytest.raises(ValueError, match="boom"):
+        dist.run_on_main(lambda: (_ for _ in ()).throw(ValueError("boom")))
+
+
+def test_solo_hides_and_restores_the_launcher_env(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
+    with dist._solo():
+        assert not dist.is_distributed()
+        from fastai.torch_core import num_distrib
+        assert num_distrib() == 1  # fastai will not all-gather or wait at barriers
+    assert os.environ["WORLD_SIZE"] == "4" and os.environ["RANK"] == "0"
+
+
 def test_other_ranks_are_silent(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
