@@ -14,7 +14,7 @@ What happens under a launcher (see ``ddp``):
 - progress bars and the epoch table show on rank 0 only (fastai removes them on other ranks), and
   callers guard every file write and notice with ``is_main_process`` / ``main_only``.
 
-Three small subclasses work around fastai 2.8 assuming CUDA; each is inert on GPUs:
+Two small subclasses work around fastai 2.8 assuming CUDA; both are inert on GPUs:
 ``ShardDL`` (``DistributedDL._broadcast`` hard-codes ``.cuda()``), ``DDPTrainer``
 (``DistributedTrainer._wrap_dl`` reads ``model.device``, which a CPU DDP module lacks; and
 SyncBatchNorm, which needs GPU modules, is turned on for GPU models only).
