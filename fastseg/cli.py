@@ -110,6 +110,8 @@ def main():
 @click.option("--epochs", type=click.IntRange(min=1), help=f"Training epochs.  [default: {DEFAULTS.epochs}]")
 @click.option("--lr", help="Peak learning rate, or 'auto' to use the LR finder's suggestion.  [default: auto]")
 @click.option("--export", type=click.Path(dir_okay=False), help=f"Where to write the fastai learner.  [default: {DEFAULTS.export}]")
+@click.option("--sync-bn/--no-sync-bn", default=None,
+              help="Multi-GPU (torchrun / accelerate launch): BatchNorm synced across GPUs.  [default: sync-bn]")
 def fit(config_file, lr, **options):
     """Train a Unet on a folder of images and masks, then export it.
 
@@ -117,11 +119,18 @@ def fit(config_file, lr, **options):
     Example:
       fastseg fit --epochs 25
       fastseg fit --data ~/datasets/cells --size 256 --weights none --lr 3e-3
+      torchrun --nproc_per_node 4 -m fastseg fit --data ~/datasets/cells --bs 8   # 4 GPUs, DDP
     """
+    from .distributed import is_main_process
     from .train import fit as run_fit
 
     cfg = build_config(config_file, lr=_parse_lr(lr), **options)
     result = run_fit(cfg, notify=_notify)
+    if not is_main_process():  # DDP: rank 0 reports for all ranks
+        return
+    if result.ranks is not None:
+        click.echo(f"samples per rank: train {'+'.join(map(str, result.ranks.train))}, "
+                   f"valid {'+'.join(map(str, result.ranks.valid))} (last epoch)")
     m = result.metrics
     click.echo(f"\nvalid mIoU {m['miou']:.4f}  Dice {m['dice']:.4f}  pixel accuracy {m['pixel_accuracy']:.4f}")
     for name, s in m["per_class"].items():

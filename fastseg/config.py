@@ -46,6 +46,7 @@ class FitConfig:
     colors: str | None = None  # None: codes.csv in the data folder, if any, is the colour table
     void: str | None = None  # None: a class named void/Void/unlabelled/... is void, if any
     ignore_index: int | None = None  # None: only mask value 255 (the common convention) is void
+    sync_bn: bool = True  # DDP on GPUs: BatchNorm statistics over the effective batch, not a per-GPU slice
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -21,6 +21,8 @@ from fastai.torch_core import params, set_seed
 
 from .config import FitConfig, Notify, silent
 from .data import IGNORE_INDEX, DataSpec, discover
+from .distributed import RankStats, barrier, ddp, is_main_process, run_on_main
+from .distributed import setup as distributed_setup
 from .loaders import auto_size, make_dataloaders
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
@@ -65,6 +67,7 @@ class FitResult:
     metrics: dict  # final validation metrics, as from fastseg.metrics.Scores.as_dict
     history: list[dict] = field(default_factory=list)  # one row per epoch
     lr_find: LRFindResult | None = None
+    ranks: RankStats | None = None  # samples per rank under torchrun/accelerate; None in one process
 
 
 def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None = None,
@@ -123,25 +126,30 @@ def _history(learn: Learner) -> list[dict]:
 
 def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:
     """Train a Unet on ``cfg.data`` with fit_one_cycle and export the learner to ``cfg.export``."""
-    from .export import export_learner
-    from .export import export_bundle_beside
+    from .export import export_bundle_beside, export_learner
 
+    notify = distributed_setup(notify)  # DDP launcher: join the group, pin the GPU; notices from rank 0 only
     learn, spec, winfo = build_learner(cfg, notify)
     try:
         found = None
-        if cfg.lr == "auto":
-            found = run_lr_find(learn, cfg.lr_find_iters)
+        if cfg.lr == "auto":  # DDP: rank 0 alone runs the finder, the others take its result
+            found = run_on_main(run_lr_find, learn, cfg.lr_find_iters)
             lr, how = found.lr, "lr finder (valley)"
         else:
             lr, how = float(cfg.lr), "given"
         notify(f"learning rate {lr:.2e} ({how})")
-        learn.fit_one_cycle(cfg.epochs, lr_max=lr)
+        with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync:  # no-op in one process
+            learn.fit_one_cycle(cfg.epochs, lr_max=lr)
         metrics_cb = learn.metrics[0]
         final = metrics_cb.scores.as_dict(spec.codes)
         learn.fastseg_info.meta.update(lr=lr, epochs=cfg.epochs, final=final)
-        path = export_learner(learn, cfg.export)
-        export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
+        if is_main_process():
+            path = export_learner(learn, cfg.export)
+            export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
+        else:
+            path = Path(cfg.export).absolute()
+        barrier()  # DDP: no rank returns before rank 0's export is complete
         return FitResult(export=path, lr=lr, lr_source=how, weights=winfo, metrics=final,
-                         history=_history(learn), lr_find=found)
+                         history=_history(learn), lr_find=found, ranks=sync and sync.stats)
     finally:
         shutil.rmtree(learn.path, ignore_errors=True)
