@@ -34,12 +34,13 @@ CROP, BS, ENCODER = 256, 8, "timm-efficientnet-b0"
 
 
 def linked_dataset(src: Path, dest: Path) -> Path:
-    """images/ and masks/ as symlinks to ``src``'s files, plus valid.txt naming slices 24-29."""
+    """images/ and masks/ as symlinks to ``src``'s files, plus valid.txt (slices 24-29) and codes.txt."""
     for sub in ("images", "masks"):
         (dest / sub).mkdir(parents=True)
         for f in sorted((src / sub).iterdir()):
             os.symlink(f.resolve(), dest / sub / f.name)
     (dest / "valid.txt").write_text("".join(f"{i}.png\n" for i in range(24, 30)))
+    (dest / "codes.txt").write_text("membrane\ninterior\n")  # mask 0 = membrane, 255 = interior (mapped to 1)
     return dest
 
 
