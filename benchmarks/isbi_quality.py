@@ -53,7 +53,7 @@ def load_pairs(data: Path, names: list[str]):
 
 
 def to_input(batch: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255)
+    x = torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float().div(255)  # a copy: PIL arrays are read-only
     return (x - MEAN) / STD
 
 

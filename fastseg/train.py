@@ -226,10 +226,11 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
         state = load_checkpoint(run / "last.pth")
         if state["epoch"] >= state["total_epochs"] or (run / "metrics.json").is_file():
             raise TrainingError(f"{run}: this run already finished (start a new one, or evaluate {cfg.export})")
-    spec = discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify)  # data errors before mkdir
+    # Data and model errors (bad encoder, unreadable weights) come before the run folder is made.
+    learn, spec, winfo = build_learner(cfg, notify, workdir=resume_dir or Path(cfg.runs_dir))
     if resume_dir is None:
         run = new_run_dir(cfg.runs_dir, cfg.name)
-    learn, spec, winfo = build_learner(cfg, notify, spec=spec, workdir=run)
+        learn.path = run
     if resume_dir is None:
         cfg = cfg.replace(size=auto_size(spec, cfg.size))
         write_json(run / "config.json", {**cfg.to_dict(), "name": None})  # name None: feeding it back makes a new run

@@ -119,3 +119,11 @@ def test_fit_resume_of_a_non_run_folder(runner, tmp_path):
 def test_fit_bad_loss_lists_choices(runner):
     res = runner.invoke(main, ["fit", "--loss", "bce"])
     assert res.exit_code == 2 and "'bce' is not one of 'ce', 'dice', 'ce+dice', 'focal'" in res.output
+
+
+def test_fit_model_error_leaves_no_run_folder(runner, tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--encoder", "nonsense", "--weights", "none",
+                               "--runs-dir", str(runs)])
+    assert res.exit_code == 1 and "wrong encoder name `nonsense`" in res.output
+    assert not runs.exists()
