@@ -74,6 +74,28 @@ def layout_options(f):
     return f
 
 
+def training_options(f):
+    """Options of ``fit`` only: the run folder, resuming, recipe, loss, augmentation, precision."""
+    from .config import LOSS_CHOICES
+
+    opts = [
+        click.option("--name", help="Run folder name under --runs-dir (never overwritten).  [default: a timestamp]"),
+        click.option("--runs-dir", type=click.Path(file_okay=False), help=f"Where run folders go.  [default: {DEFAULTS.runs_dir}]"),
+        click.option("--resume", type=click.Path(exists=True, file_okay=False),
+                     help="Continue the run in this folder from its last completed epoch."),
+        click.option("--patience", type=click.IntRange(min=1), help="Stop after N epochs without a better valid mIoU.  [default: off]"),
+        click.option("--freeze-epochs", type=click.IntRange(min=0),
+                     help=f"Pretrained encoders: epochs with a frozen encoder first.  [default: {DEFAULTS.freeze_epochs}]"),
+        click.option("--loss", type=click.Choice(LOSS_CHOICES), help=f"Training loss.  [default: {DEFAULTS.loss}]"),
+        click.option("--class-weights", help="Comma-separated weight per class, in codes order (e.g. 1,5).  [default: equal]"),
+        click.option("--aug/--no-aug", default=None, help="Augmentation (flips, rotation, zoom, lighting, warp).  [default: on]"),
+        click.option("--fp16/--no-fp16", default=None, help="Mixed precision on CUDA (ignored on CPU).  [default: on]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def build_config(config_file: str | None, **options) -> FitConfig:
     """The CLI's options (only those given) over the config file's over the defaults."""
     given = {k: v for k, v in options.items() if v is not None}
@@ -112,31 +134,47 @@ def main():
 @click.option("--export", type=click.Path(dir_okay=False), help=f"Where to write the fastai learner.  [default: {DEFAULTS.export}]")
 @click.option("--sync-bn/--no-sync-bn", default=None,
               help="Multi-GPU (torchrun / accelerate launch): BatchNorm synced across GPUs.  [default: sync-bn]")
-def fit(config_file, lr, **options):
+@training_options
+def fit(config_file, lr, resume, **options):
     """Train a Unet on a folder of images and masks, then export it.
+
+    Each run writes runs/<name>/: config.json, history.csv, metrics.json, plots and the best.pth /
+    last.pth checkpoints. The export holds the best epoch's weights (by valid mIoU).
 
     \b
     Example:
       fastseg fit --epochs 25
-      fastseg fit --data ~/datasets/cells --size 256 --weights none --lr 3e-3
+      fastseg fit --data ~/datasets/cells --size 256 --weights none --lr 3e-3 --name cells
       torchrun --nproc_per_node 4 -m fastseg fit --data ~/datasets/cells --bs 8   # 4 GPUs, DDP
+      fastseg fit --resume runs/cells          # continue after a crash or kill -9
+      fastseg fit --config runs/cells/config.json   # reproduce a run
     """
     from .distributed import is_main_process
     from .train import fit as run_fit
+    from .train import resume as run_resume
 
-    cfg = build_config(config_file, lr=_parse_lr(lr), **options)
-    result = run_fit(cfg, notify=_notify)
+    if resume is not None:
+        given = sorted(k for k, v in options.items() if v is not None) + (["config"] if config_file else []) \
+            + (["lr"] if lr is not None else [])
+        if given:
+            raise click.UsageError(f"--resume continues with the run's own config.json; drop --{', --'.join(given)}")
+        result = run_resume(resume, notify=_notify)
+    else:
+        cfg = build_config(config_file, lr=_parse_lr(lr), **options)
+        result = run_fit(cfg, notify=_notify)
     if not is_main_process():  # DDP: rank 0 reports for all ranks
         return
     if result.ranks is not None:
         click.echo(f"samples per rank: train {'+'.join(map(str, result.ranks.train))}, "
                    f"valid {'+'.join(map(str, result.ranks.valid))} (last epoch)")
     m = result.metrics
-    click.echo(f"\nvalid mIoU {m['miou']:.4f}  Dice {m['dice']:.4f}  pixel accuracy {m['pixel_accuracy']:.4f}")
+    click.echo(f"\nbest epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}")
+    click.echo(f"valid mIoU {m['miou']:.4f}  Dice {m['dice']:.4f}  pixel accuracy {m['pixel_accuracy']:.4f}")
     for name, s in m["per_class"].items():
         iou = "   n/a" if s["iou"] is None else f"{s['iou']:.4f}"
         click.echo(f"  {name:<20} IoU {iou}")
     click.echo(f"exported {result.export}")
+    click.echo(f"run folder {result.run}")
 
 
 @main.command("lr-find")
@@ -157,7 +195,7 @@ def lr_find_cmd(config_file, plot, **options):
     result = lr_find(cfg, notify=_notify, plot=plot)
     for name, value in result.suggestions.items():
         click.echo(f"{name:<8} {value:.2e}")
-    click.echo(f"suggested learning rate: {result.lr:.2e} (valley)")
+    click.echo(f"suggested learning rate: {result.lr:.2e} (geometric mean of valley and minimum)")
     click.echo(f"plot saved to {plot}")
 
 
@@ -296,3 +334,44 @@ def check_cmd(data, as_json, **options):
                    f" ({report.seconds:.2f} s)")
     if not report.ok:
         raise SystemExit(1)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(), default=DEFAULTS.data, show_default=True,
+              help="Data folder with images/ and masks/ (labelled like the training data).")
+@click.option("--split", type=click.Choice(["valid", "test", "all"]), default="valid", show_default=True,
+              help="valid: the training split's validation images; test: those in test.txt; all: every image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
+@click.option("--plot", type=click.Path(dir_okay=False), default="exports/confusion.png", show_default=True,
+              help="Where to save the confusion-matrix plot.")
+@click.option("--bs", type=click.IntRange(min=1), default=4, show_default=True, help="Images per batch.")
+def evaluate(model, data, split, as_json, plot, bs):
+    """Score an exported model on labelled images at full resolution.
+
+    Per-class IoU, Dice and pixel share, mIoU and pixel accuracy, from one confusion matrix over
+    all the images (void pixels ignored). Images are padded to a multiple of 32 and cropped back.
+
+    \b
+    Example:
+      fastseg evaluate exports/model.pkl --data data
+      fastseg evaluate exports/model.pkl --data my-data --split all --json
+    """
+    import json
+
+    from .evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(model, data, split=split, plot=plot, bs=bs)
+    s = result.scores
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    total = sum(c["support"] for c in s["per_class"].values()) or 1
+    click.echo(f"{result.n_images} image(s), split {split}")
+    click.echo(f"{'class':<20} {'IoU':>7} {'Dice':>7} {'pixels':>7}")
+    for name, c in s["per_class"].items():
+        iou = "    n/a" if c["iou"] is None else f"{c['iou']:7.4f}"
+        dice = "    n/a" if c["dice"] is None else f"{c['dice']:7.4f}"
+        click.echo(f"{name:<20} {iou} {dice} {c['support'] / total:7.2%}")
+    click.echo(f"mIoU {s['miou']:.4f}  Dice {s['dice']:.4f}  pixel accuracy {s['pixel_accuracy']:.4f}")
+    click.echo(f"confusion matrix saved to {result.plot}")

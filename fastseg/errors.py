@@ -4,7 +4,7 @@ The CLI turns every ``FastsegError`` into one ``Error: ...`` line and a non-zero
 anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError"]
+__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError", "TrainingError"]
 
 
 class FastsegError(Exception):
@@ -25,3 +25,7 @@ class ModelError(FastsegError):
 
 class ConfigError(FastsegError):
     """An option or config-file value is invalid."""
+
+
+class TrainingError(FastsegError):
+    """Training cannot go on (loss became NaN/inf) or a run folder cannot be resumed."""

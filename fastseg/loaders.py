@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from .augment import seg_batch_tfms
 from .data import DataSpec, read_image
 from .images import MaskDecoder
 
@@ -50,7 +51,7 @@ def auto_size(spec: DataSpec, size: int | None) -> int:
     return max(32, min(256, spec.min_side) // 32 * 32)
 
 
-def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None):
+def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None, aug: bool = True):
     """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine."""
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
@@ -67,8 +68,7 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     valid_idx = list(range(len(spec.train), len(samples)))
     # Crop rather than down-scale large images, so thin structures keep their width in pixels.
     item_tfms = [RandomCrop(size)] if spec.min_side >= size else [Resize(size)]
-    batch_tfms = [*aug_transforms(flip_vert=True, max_rotate=15.0, max_zoom=1.1, max_lighting=0.2, max_warp=0.1),
-                  Normalize.from_stats(*imagenet_stats)]
+    batch_tfms = seg_batch_tfms(aug)  # fastseg.augment: the recipe, or only normalisation when aug is False
     image_block = TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor)  # 16-bit/RGBA-safe
     block = DataBlock(blocks=(image_block, MaskBlock(list(spec.codes))),
                       get_y=MaskForImage(masks, spec.decoder),

@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastai.callback.core import Callback
-from fastai.callback.schedule import minimum, slide, steep, valley
+from fastai.callback.schedule import ParamScheduler, combined_cos, minimum, slide, steep, valley
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import params, set_seed
 
+from .callbacks import BestCheckpoint, LastCheckpoint, Patience, ResumedSchedule, RunCSVLogger, StopOnNaN
 from .config import FitConfig, Notify, silent
 from .data import IGNORE_INDEX, DataSpec, discover
-from .distributed import RankStats, barrier, ddp, is_main_process, run_on_main
+from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_process, run_on_main
 from .distributed import setup as distributed_setup
+from .errors import TrainingError
+from .io import atomic_write_bytes
 from .loaders import auto_size, make_dataloaders
+from .losses import make_loss
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
 
-__all__ = ["FastsegInfo", "LRFindResult", "FitResult", "seg_splitter", "build_learner", "run_lr_find", "lr_find", "fit"]
+__all__ = ["FastsegInfo", "LRFindResult", "FitResult", "seg_splitter", "build_learner", "run_lr_find", "find_lr",
+           "lr_find", "fit", "resume"]
 
 SUGGESTIONS = {"valley": valley, "slide": slide, "minimum": minimum, "steep": steep}
 
@@ -55,19 +61,24 @@ class LRFindResult:
 
     @property
     def lr(self) -> float:
-        return self.suggestions["valley"]
+        """The geometric mean of valley and minimum: valley alone is too timid from random init, minimum
+        (the loss minimum / 10) on the bold side; between them trains fast and stays stable."""
+        return float(np.sqrt(self.suggestions["valley"] * self.suggestions["minimum"]))
 
 
 @dataclass
 class FitResult:
     export: Path
     lr: float
-    lr_source: str  # "lr finder (valley)" or "given"
+    lr_source: str  # "lr finder: between valley and minimum" or "given"
     weights: WeightsInfo
     metrics: dict  # final validation metrics, as from fastseg.metrics.Scores.as_dict
     history: list[dict] = field(default_factory=list)  # one row per epoch
     lr_find: LRFindResult | None = None
     ranks: RankStats | None = None  # samples per rank under torchrun/accelerate; None in one process
+    run: Path | None = None  # the run folder (config.json, history.csv, plots, checkpoints)
+    best_epoch: int | None = None  # the epoch whose weights were exported
+    stopped_early: bool = False  # --patience ended the run before its last epoch
 
 
 def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None = None,
@@ -77,7 +88,7 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
     spec = spec or discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify, layout=cfg.layout,
                             colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
     size = auto_size(spec, cfg.size)
-    dls = make_dataloaders(spec, size=size, bs=cfg.bs, num_workers=cfg.num_workers)
+    dls = make_dataloaders(spec, size=size, bs=cfg.bs, num_workers=cfg.num_workers, aug=cfg.aug)
     model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
@@ -86,13 +97,16 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
         "ignore_index": IGNORE_INDEX, "size": size, "weights": {"requested": winfo.requested, "loaded": winfo.loaded,
                                                                 "source": winfo.source},
         "input": "crop" if spec.min_side >= size else "resize",
+        "split": {"valid_pct": cfg.valid_pct, "seed": cfg.seed},  # lets `fastseg evaluate` rebuild the same split
     }
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fastseg-"))
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=IGNORE_INDEX),
+    learn = Learner(dls, model, loss_func=make_loss(cfg.loss, spec.n_classes, cfg.class_weights),
                     metrics=[MeanIoU(spec.n_classes), MeanDice(spec.n_classes)], splitter=seg_splitter,
                     path=workdir, model_dir=".", cbs=[FastsegInfo(meta)])
-    if torch.cuda.is_available():
-        learn.to_fp16()  # mixed precision: ~2x throughput on tensor cores, same accuracy
+    if cfg.fp16 and torch.cuda.is_available():
+        from fastai.callback.channelslast import ChannelsLast  # noqa: F401  (adds Learner.to_channelslast)
+
+        learn.to_channelslast()  # channels_last + fp16 mixed precision: tensor cores, ~2x throughput
     return learn, spec, winfo
 
 
@@ -105,11 +119,23 @@ def run_lr_find(learn: Learner, num_it: int) -> LRFindResult:
                         lrs=[float(x) for x in rec.lrs], losses=[float(x) for x in rec.losses])
 
 
+def find_lr(learn: Learner, spec: DataSpec, cfg: FitConfig) -> LRFindResult:
+    """The LR finder on ``cfg.lr_find_size`` crops (cheap; the rate carries over to the training size)."""
+    size = min(cfg.lr_find_size, auto_size(spec, cfg.size))
+    full = learn.dls
+    learn.dls = make_dataloaders(spec, size=size, bs=cfg.bs, num_workers=cfg.num_workers, aug=cfg.aug,
+                                 device=full.device)
+    try:
+        return run_lr_find(learn, cfg.lr_find_iters)
+    finally:
+        learn.dls = full
+
+
 def lr_find(cfg: FitConfig, notify: Notify = silent, plot: str | Path | None = None) -> LRFindResult:
     """Run only the LR finder on ``cfg``'s data and model; optionally save the loss-vs-LR plot."""
-    learn, _, _ = build_learner(cfg, notify)
+    learn, spec, _ = build_learner(cfg, notify)
     try:
-        result = run_lr_find(learn, cfg.lr_find_iters)
+        result = find_lr(learn, spec, cfg)
     finally:
         shutil.rmtree(learn.path, ignore_errors=True)
     if plot is not None:
@@ -119,37 +145,191 @@ def lr_find(cfg: FitConfig, notify: Notify = silent, plot: str | Path | None = N
     return result
 
 
-def _history(learn: Learner) -> list[dict]:
-    names = [n for n in learn.recorder.metric_names[1:-1]]  # drop "epoch" and "time"
-    return [dict(zip(["epoch", *names], [i, *map(float, vals)])) for i, vals in enumerate(learn.recorder.values)]
+@dataclass(frozen=True)
+class Phase:
+    """One fit_one_cycle call of a run: its length, peak LR(s), schedule shape and frozen encoder or not."""
+
+    epochs: int
+    lr: float | slice
+    pct_start: float
+    div: float
+    frozen: bool
+
+
+def plan_phases(cfg: FitConfig, pretrained: bool, lr: float) -> list[Phase]:
+    """fine_tune's recipe for a pretrained encoder (frozen warm-up, then discriminative LRs); one cycle otherwise."""
+    if pretrained and cfg.freeze_epochs > 0:
+        return [Phase(cfg.freeze_epochs, lr, pct_start=0.99, div=25.0, frozen=True),
+                Phase(cfg.epochs, slice(lr / 200, lr / 2), pct_start=0.3, div=5.0, frozen=False)]
+    return [Phase(cfg.epochs, lr, pct_start=0.25, div=25.0, frozen=False)]
+
+
+def one_cycle_scheds(learn: Learner, phase: Phase, done: int) -> dict:
+    """fit_one_cycle's LR and momentum schedules, continued after ``done`` of ``phase.epochs`` epochs."""
+    learn.opt.set_hyper("lr", phase.lr)
+    lr_max = np.array([h["lr"] for h in learn.opt.hypers])
+    scheds = {"lr": combined_cos(phase.pct_start, lr_max / phase.div, lr_max, lr_max / 1e5),
+              "mom": combined_cos(phase.pct_start, *learn.moms)}
+    if done:
+        scheds = {k: ResumedSchedule(f, done / phase.epochs) for k, f in scheds.items()}
+    return scheds
+
+
+def _run_phases(learn: Learner, phases: list[Phase], done: int, cbs: list, state: dict | None) -> None:
+    """Train every phase from global epoch ``done``; restore the optimiser from ``state`` first."""
+    offset = 0
+    for phase in phases:
+        if done >= offset + phase.epochs:
+            offset += phase.epochs
+            continue
+        skip = max(0, done - offset)
+        if learn.opt is None:
+            learn.create_opt()
+        learn.freeze() if phase.frozen else learn.unfreeze()  # also clears the optimiser state
+        if state is not None and state.get("opt") is not None:
+            learn.opt.load_state_dict(state["opt"])
+            state = None
+        for cb in cbs:
+            cb.offset = offset + skip
+        learn.fit(phase.epochs - skip, cbs=[ParamScheduler(one_cycle_scheds(learn, phase, skip)), *cbs])
+        if any(getattr(cb, "stopped", False) or getattr(cb, "where", None) for cb in cbs):
+            return
+        offset += phase.epochs
+
+
+def _trim_history(path: Path, done: int) -> None:
+    """Drop history rows of epochs not in the checkpoint (killed after logging, before saving)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",")[0].isdigit() and int(ln.split(",")[0]) < done]
+    atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv rows as dicts (epoch as int, numbers as floats)."""
+    import csv
+
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            rows.append({k: (int(v) if k == "epoch" else v if k == "time" else float(v)) for k, v in row.items()})
+    return rows
+
+
+def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | None = None) -> FitResult:
+    """The whole job behind ``fastseg fit`` (and ``--resume``): run folder, LR, phases, export, report."""
+    from .runs import load_checkpoint, new_run_dir, write_json
+
+    notify = distributed_setup(notify)  # DDP launcher: join the group, pin the GPU; notices from rank 0 only
+    main = is_main_process()
+    state = None
+    if resume_dir is not None:
+        run = resume_dir
+        state = load_checkpoint(run / "last.pth")
+        if state["epoch"] >= state["total_epochs"] or (run / "metrics.json").is_file():
+            raise TrainingError(f"{run}: this run already finished (start a new one, or evaluate {cfg.export})")
+    # Data and model errors (bad encoder, unreadable weights) come before the run folder is made.
+    learn, spec, winfo = build_learner(cfg, notify, workdir=resume_dir or Path(cfg.runs_dir))
+    if resume_dir is None:  # DDP: rank 0 makes the folder, every rank uses it
+        run = Path(broadcast_value(str(new_run_dir(cfg.runs_dir, cfg.name)) if main else None))
+        cfg = cfg.replace(size=auto_size(spec, cfg.size))
+        if main:
+            write_json(run / "config.json", {**cfg.to_dict(), "name": None})  # name None: feeding it back makes a new run
+    # Only rank 0 writes into the run folder; other ranks keep their (identical) checkpoints in a scratch folder.
+    learn.path = run if main else Path(tempfile.mkdtemp(prefix="fastseg-rank-"))
+    notify(f"run folder {run}")
+    found = None
+    if state is not None:
+        lr, how = state["lr"], state["lr_source"]
+        learn.model.load_state_dict(state["model"])
+        set_seed(cfg.seed + state["epoch"], reproducible=True)
+        notify(f"resuming {run} after epoch {state['epoch']} of {state['total_epochs']}")
+    elif cfg.lr == "auto":
+        t0 = time.perf_counter()
+        found = run_on_main(find_lr, learn, spec, cfg)  # DDP: rank 0 alone, the others take its result
+        lr, how = found.lr, "lr finder: between valley and minimum"
+        from .plots import plot_lr_find
+
+        if main:
+            plot_lr_find(found, run / "lr_find.png")
+        notify(f"LR finder: {time.perf_counter() - t0:.0f} s")
+    else:
+        lr, how = float(cfg.lr), "given"
+    notify(f"learning rate {lr:.2e} ({how})")
+    phases = plan_phases(cfg, winfo.loaded, lr)
+    total = sum(p.epochs for p in phases)
+    done = state["epoch"] if state else 0
+    best = BestCheckpoint(best=state and state["best"], best_epoch=state and state["best_epoch"])
+    patience = Patience(cfg.patience, best=state and state["best"], wait=state["wait"] if state else 0) \
+        if cfg.patience else None
+    nan = StopOnNaN()
+    last = LastCheckpoint(learn.path / "last.pth", {"lr": lr, "lr_source": how, "total_epochs": total}, best, patience,
+                          cms=state["cms"] if state else None)
+    if state is not None and main:
+        _trim_history(run / "history.csv", done)
+    cbs = [nan, RunCSVLogger(), best, last, *([patience] if patience else [])]
+    with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync:  # no-op in one process
+        _run_phases(learn, phases, done, cbs, state)
+    if nan.where is not None:
+        epoch, batch, value = nan.where
+        kept = f"last good checkpoint {run / 'last.pth'} (epoch {epoch})" if (run / "last.pth").is_file() \
+            else "no epoch had finished, so there is no checkpoint"
+        raise TrainingError(f"{run}: training loss became {value} at epoch {epoch}, batch {batch}; stopped "
+                            f"({kept}; lower --lr or check the data)")
+    result = _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main)
+    result.ranks = sync and sync.stats
+    if not main:
+        shutil.rmtree(learn.path, ignore_errors=True)
+    return result
+
+
+def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main) -> FitResult:
+    """Load the best epoch's weights, export them (+ safe bundle), write metrics.json and the plots (rank 0)."""
+    from fastai.learner import load_model
+
+    from .export import export_bundle_beside, export_learner
+
+    from .metrics import scores_from_confusion
+    from .plots import write_run_plots
+    from .runs import write_json
+
+    if (learn.path / "best.pth").is_file():
+        load_model(learn.path / "best.pth", learn.model, None, with_opt=False, device=learn.dls.device)
+    cms = last.cms
+    best_epoch = best.best_epoch if best.best_epoch is not None else len(cms) - 1
+    final = scores_from_confusion(cms[-1]).as_dict(spec.codes)
+    best_scores = scores_from_confusion(cms[best_epoch]).as_dict(spec.codes)
+    learn.fastseg_info.meta.update(lr=lr, epochs=cfg.epochs, final=best_scores, best_epoch=best_epoch, run=str(run))
+    history = read_history(learn.path / "history.csv")
+    stopped = bool(patience and patience.stopped)
+    if not main:
+        barrier()  # DDP: wait for rank 0's export, so no rank returns before the files are complete
+        return FitResult(export=Path(cfg.export).absolute(), lr=lr, lr_source=how, weights=winfo, metrics=best_scores,
+                         history=history, lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped)
+    path = export_learner(learn, cfg.export)
+    export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
+    write_json(run / "metrics.json", {
+        "final": {"epoch": len(cms) - 1, **final}, "best": {"epoch": best_epoch, **best_scores},
+        "lr": lr, "lr_source": how, "epochs_run": len(cms), "stopped_early": stopped, "export": str(path),
+        "weights": {"requested": winfo.requested, "loaded": winfo.loaded, "source": winfo.source},
+        "lr_find": None if found is None else found.suggestions,
+    })
+    write_run_plots(run, learn, spec, history, cms[best_epoch])
+    barrier()
+    return FitResult(export=path, lr=lr, lr_source=how, weights=winfo, metrics=best_scores, history=history,
+                     lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped)
 
 
 def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:
-    """Train a Unet on ``cfg.data`` with fit_one_cycle and export the learner to ``cfg.export``."""
-    from .export import export_bundle_beside, export_learner
+    """Train a Unet on ``cfg.data`` in a new run folder, export the best model to ``cfg.export``."""
+    return run_training(cfg, notify=notify)
 
-    notify = distributed_setup(notify)  # DDP launcher: join the group, pin the GPU; notices from rank 0 only
-    learn, spec, winfo = build_learner(cfg, notify)
-    try:
-        found = None
-        if cfg.lr == "auto":  # DDP: rank 0 alone runs the finder, the others take its result
-            found = run_on_main(run_lr_find, learn, cfg.lr_find_iters)
-            lr, how = found.lr, "lr finder (valley)"
-        else:
-            lr, how = float(cfg.lr), "given"
-        notify(f"learning rate {lr:.2e} ({how})")
-        with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync:  # no-op in one process
-            learn.fit_one_cycle(cfg.epochs, lr_max=lr)
-        metrics_cb = learn.metrics[0]
-        final = metrics_cb.scores.as_dict(spec.codes)
-        learn.fastseg_info.meta.update(lr=lr, epochs=cfg.epochs, final=final)
-        if is_main_process():
-            path = export_learner(learn, cfg.export)
-            export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
-        else:
-            path = Path(cfg.export).absolute()
-        barrier()  # DDP: no rank returns before rank 0's export is complete
-        return FitResult(export=path, lr=lr, lr_source=how, weights=winfo, metrics=final,
-                         history=_history(learn), lr_find=found, ranks=sync and sync.stats)
-    finally:
-        shutil.rmtree(learn.path, ignore_errors=True)
+
+def resume(run: str | Path, notify: Notify = silent) -> FitResult:
+    """Continue the run in folder ``run`` from its last completed epoch (model, optimiser, schedule)."""
+    from .runs import read_run_config
+
+    return run_training(read_run_config(run), notify=notify, resume_dir=Path(run))

@@ -102,3 +102,28 @@ def test_lr_find_prints_rate_and_writes_plot(runner, tiny_data, tmp_path):
     for name in ("valley", "slide", "minimum", "steep"):
         assert name in res.output
     assert Image.open(plot).size[0] > 300
+
+
+def test_fit_resume_refuses_other_options(runner, tmp_path):
+    res = runner.invoke(main, ["fit", "--resume", str(tmp_path), "--epochs", "3"])
+    assert res.exit_code == 2
+    assert "Error: --resume continues with the run's own config.json; drop --epochs" in res.output
+
+
+def test_fit_resume_of_a_non_run_folder(runner, tmp_path):
+    res = runner.invoke(main, ["fit", "--resume", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: {tmp_path}: not a run folder (no config.json; pass a folder under runs/)"
+
+
+def test_fit_bad_loss_lists_choices(runner):
+    res = runner.invoke(main, ["fit", "--loss", "bce"])
+    assert res.exit_code == 2 and "'bce' is not one of 'ce', 'dice', 'ce+dice', 'focal'" in res.output
+
+
+def test_fit_model_error_leaves_no_run_folder(runner, tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--encoder", "nonsense", "--weights", "none",
+                               "--runs-dir", str(runs)])
+    assert res.exit_code == 1 and "wrong encoder name `nonsense`" in res.output
+    assert not runs.exists()

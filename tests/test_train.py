@@ -74,8 +74,102 @@ def test_seed_gives_same_metrics(tiny_data, tmp_path):
     from fastseg.config import FitConfig
     from fastseg.train import fit
 
-    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none")
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", runs_dir=str(tmp_path / "runs"))
     a = fit(cfg.replace(export=str(tmp_path / "a.pkl")))
     b = fit(cfg.replace(export=str(tmp_path / "b.pkl")))
     assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=1e-5)
     assert a.metrics["miou"] == pytest.approx(b.metrics["miou"], rel=1e-5)
+
+
+def test_run_folder_has_config_history_metrics_plots_checkpoints(trained):
+    from fastseg.config import FitConfig
+
+    run = trained.run
+    assert run.name == "trained"
+    for f in ("config.json", "history.csv", "metrics.json", "losses.png", "metrics.png", "samples.png",
+              "confusion.png", "best.pth", "last.pth"):
+        assert (run / f).is_file(), f
+    assert not (run / "lr_find.png").exists()  # lr was given: no finder, no plot
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best"]["epoch"] == 0 and metrics["final"]["epoch"] == 0
+    assert metrics["best"]["miou"] == pytest.approx(trained.metrics["miou"])
+    assert metrics["best"]["miou"] == pytest.approx(trained.history[0]["miou"])
+    cfg = FitConfig.from_file(run / "config.json")  # fed back, it is a valid config for a new run
+    assert cfg.name is None and cfg.epochs == 1 and cfg.lr == 1e-3 and cfg.size == 64 and cfg.loss == "ce+dice"
+    assert Image.open(run / "samples.png").size[1] > 300
+
+
+def test_export_holds_the_best_epoch_weights(trained):
+    import torch
+
+    import fastseg
+
+    best = torch.load(trained.run / "best.pth", map_location="cpu", weights_only=True)
+    model = fastseg.load(trained.export).model.state_dict()
+    assert all(torch.equal(best[k].cpu(), model[k].cpu()) for k in best)
+
+
+def test_named_run_folder_is_never_overwritten(trained):
+    from fastseg.errors import ConfigError
+    from fastseg.runs import new_run_dir
+
+    with pytest.raises(ConfigError, match="run folder already exists"):
+        new_run_dir(trained.run.parent, "trained")
+    a, b = new_run_dir(trained.run.parent, None), new_run_dir(trained.run.parent, None)
+    assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_resumed_schedule_continues_the_one_cycle_curve():
+    from fastai.callback.schedule import combined_cos
+
+    from fastseg.callbacks import ResumedSchedule
+
+    f = combined_cos(0.25, 1e-4, 1e-2, 1e-7)
+    done, total = 2, 5
+    g = ResumedSchedule(f, done / total)
+    for pos in (0.0, 0.1, 0.5, 0.9):
+        assert float(g(pos)) == pytest.approx(float(f(done / total + pos * (1 - done / total))))
+
+
+def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_data, tmp_path):
+    import os
+    import signal
+    import time
+
+    import torch
+
+    from fastseg.train import resume
+
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "fastseg", "fit", "--data", str(tiny_data), "--epochs", "3", "--lr", "1e-3",
+           "--bs", "4", "--weights", "none", "--runs-dir", str(runs), "--name", "r", "--export", str(tmp_path / "m.pkl")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = runs / "r" / "last.pth"
+    deadline = time.time() + 300
+    try:
+        while not last.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # inside epoch 2 (index 1) now
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the fit finished before it could be killed"
+    done = torch.load(last, weights_only=False)["epoch"]
+    assert done == 1 and not (runs / "r" / "metrics.json").exists()
+    result = resume(runs / "r")
+    assert [row["epoch"] for row in result.history] == [0, 1, 2]  # epoch 0 not repeated, none missing
+    assert torch.load(last, weights_only=False)["epoch"] == 3
+    assert (tmp_path / "m.pkl").is_file() and (runs / "r" / "metrics.json").is_file()
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_path):
+    from fastseg.config import FitConfig
+    from fastseg.errors import TrainingError
+    from fastseg.train import fit
+
+    cfg = FitConfig(data=str(tiny_data), epochs=2, lr=1e12, bs=4, weights="none", loss="ce",
+                    runs_dir=str(tmp_path / "runs"), name="nan", export=str(tmp_path / "m.pkl"))
+    with pytest.raises(TrainingError, match=r"training loss became (nan|inf|-inf) at epoch \d, batch \d+; stopped") as e:
+        fit(cfg)
+    assert "lower --lr or check the data" in str(e.value)
+    assert not (tmp_path / "m.pkl").exists()

@@ -1,0 +1,186 @@
+"""ISBI 2012 membranes: fastseg vs a plain PyTorch loop with the same SMP model, same wall time.
+
+Slices 0-23 train, 24-29 valid (a valid.txt in a temporary folder whose images/ and masks/ are
+symlinks to the shared files: nothing is copied into the project). Both train from random
+initialisation (``--weights none``) for about ``--minutes`` each and are evaluated the same way:
+the 6 validation slices at full 512x512 resolution, one confusion matrix, mIoU over
+membrane/interior. The epoch counts come from a timing probe of the model on this machine, so
+both get the same budget; the LR finder's time counts against fastseg's.
+
+    python benchmarks/isbi_quality.py                 # ~4 minutes each, ~9 minutes in all
+    python benchmarks/isbi_quality.py --minutes 0.5   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "isbi2012-membrane"
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+CROP, BS, ENCODER = 256, 8, "timm-efficientnet-b0"
+
+
+def linked_dataset(src: Path, dest: Path) -> Path:
+    """images/ and masks/ as symlinks to ``src``'s files, plus valid.txt (slices 24-29) and codes.txt."""
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True)
+        for f in sorted((src / sub).iterdir()):
+            os.symlink(f.resolve(), dest / sub / f.name)
+    (dest / "valid.txt").write_text("".join(f"{i}.png\n" for i in range(24, 30)))
+    (dest / "codes.txt").write_text("membrane\ninterior\n")  # mask 0 = membrane, 255 = interior (mapped to 1)
+    return dest
+
+
+def load_pairs(data: Path, names: list[str]):
+    from PIL import Image
+
+    imgs = [np.asarray(Image.open(data / "images" / n).convert("RGB")) for n in names]
+    masks = [(np.asarray(Image.open(data / "masks" / n)) > 127).astype(np.int64) for n in names]  # 255 -> 1
+    return imgs, masks
+
+
+def to_input(batch: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float().div(255)  # a copy: PIL arrays are read-only
+    return (x - MEAN) / STD
+
+
+def random_crops(imgs, masks, n: int, rng: np.random.Generator):
+    xs, ys = [], []
+    for _ in range(n):
+        i = rng.integers(len(imgs))
+        h, w = masks[i].shape
+        r, c = rng.integers(h - CROP + 1), rng.integers(w - CROP + 1)
+        x, y = imgs[i][r:r + CROP, c:c + CROP], masks[i][r:r + CROP, c:c + CROP]
+        if rng.random() < 0.5:
+            x, y = x[:, ::-1], y[:, ::-1]
+        if rng.random() < 0.5:
+            x, y = x[::-1], y[::-1]
+        xs.append(np.ascontiguousarray(x))
+        ys.append(np.ascontiguousarray(y))
+    return to_input(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def seconds_per_step() -> float:
+    """Wall time of one training step (bs 8, 256 px crops) of the Unet on this machine, right now."""
+    import segmentation_models_pytorch as smp
+
+    model = smp.Unet(ENCODER, encoder_weights=None, classes=2)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x, y = torch.randn(BS, 3, CROP, CROP), torch.randint(0, 2, (BS, CROP, CROP))
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
+
+
+def plain_loop(data: Path, epochs: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
+    """AdamW + OneCycleLR + cross-entropy, random 256 crops + flips, 48 crops per epoch (bs 8)."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    imgs, masks = load_pairs(data, [f"{i}.png" for i in range(24)])
+    model = smp.Unet(ENCODER, encoder_weights=None, classes=2)
+    steps = 48 // BS
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=epochs * steps)
+    t0 = time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        for _ in range(steps):
+            x, y = random_crops(imgs, masks, BS, rng)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model, time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def evaluate_model(model, data: Path) -> dict:
+    from fastseg.metrics import confusion_matrix, scores_from_confusion
+
+    model.eval()
+    imgs, masks = load_pairs(data, [f"{i}.png" for i in range(24, 30)])
+    cm = torch.zeros(2, 2, dtype=torch.int64)
+    for img, mask in zip(imgs, masks):
+        pred = model(to_input(img[None])).argmax(1)[0]  # 512 is a multiple of 32: full size, no padding
+        cm += confusion_matrix(pred, torch.from_numpy(mask), 2)
+    return scores_from_confusion(cm).as_dict(["membrane", "interior"])
+
+
+def run_fastseg(data: Path, work: Path, epochs: int) -> tuple[dict, float, dict]:
+    from fastseg.config import FitConfig
+    from fastseg.evaluate import evaluate
+    from fastseg.train import fit
+
+    cfg = FitConfig(data=str(data), epochs=epochs, weights="none", size=CROP, bs=BS, runs_dir=str(work / "runs"),
+                    name="isbi", export=str(work / "isbi.pkl"))
+    t0 = time.perf_counter()
+    result = fit(cfg)
+    seconds = time.perf_counter() - t0
+    scores = evaluate(result.export, data, split="valid").scores
+    return scores, seconds, {"lr": result.lr, "lr_source": result.lr_source, "best_epoch": result.best_epoch,
+                             "epochs": epochs, "run": str(result.run)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=4.0, help="wall-time budget for each of the two trainings")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--keep", type=Path, help="keep the fastseg run folder and export here instead of a temp dir")
+    args = ap.parse_args(argv)
+    if not (args.data / "images").is_dir():
+        print(f"{args.data}: ISBI data not found", file=sys.stderr)
+        return 2
+    torch.set_num_threads(os.cpu_count() or 1)
+    budget = args.minutes * 60
+    sps = seconds_per_step()
+    plain_epochs = max(1, int(budget / (sps * (48 // BS))))
+    # fastseg sees each of the 24 slices once per epoch (3 steps of 8); ~12% of the budget is left for
+    # the LR finder and the per-epoch validation, which the plain loop does not do.
+    fs_epochs = max(1, int(0.88 * budget / (sps * (24 // BS))))
+    print(f"probe: {sps:.2f} s/step -> plain {plain_epochs} epochs, fastseg {fs_epochs} epochs", flush=True)
+    with tempfile.TemporaryDirectory(prefix="isbi-bench-") as tmp:
+        work = args.keep or Path(tmp)
+        data = linked_dataset(args.data, Path(tmp) / "data")
+        fs_scores, fs_s, fs_info = run_fastseg(data, work, fs_epochs)
+        print(f"fastseg: mIoU {fs_scores['miou']:.4f} in {fs_s:.0f} s ({fs_info})", flush=True)
+        model, plain_s = plain_loop(data, plain_epochs)
+        plain_scores = evaluate_model(model, data)
+        print(f"plain:   mIoU {plain_scores['miou']:.4f} in {plain_s:.0f} s ({plain_epochs} epochs)", flush=True)
+    report = {
+        "budget_s": budget, "probe_s_per_step": sps,
+        "fastseg": {"miou": fs_scores["miou"], "membrane_iou": fs_scores["per_class"]["membrane"]["iou"],
+                    "seconds": fs_s, **fs_info},
+        "plain": {"miou": plain_scores["miou"], "membrane_iou": plain_scores["per_class"]["membrane"]["iou"],
+                  "seconds": plain_s, "epochs": plain_epochs},
+        "load_average_1min": os.getloadavg()[0],
+    }
+    print(json.dumps(report, indent=2))
+    ok = fs_scores["miou"] >= 0.75 and fs_scores["miou"] > plain_scores["miou"]
+    print("PASS" if ok else "FAIL", "(bar: fastseg mIoU >= 0.75 and above the plain loop)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
