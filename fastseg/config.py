@@ -25,6 +25,7 @@ def silent(message: str) -> None:
 
 
 WEIGHT_CHOICES = ("imagenet", "none")
+CACHE_CHOICES = ("auto", "ram", "none")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class FitConfig:
     data: str = "data"  # the embedded demo set, so `fastseg fit` works out of the box
     epochs: int = 25  # the reference run's length; enough for the demo set to converge from scratch
     lr: float | str = "auto"  # "auto" runs the LR finder and takes its valley suggestion
-    bs: int = 8  # fits a 256 px Unet-b0 on CPU RAM and any GPU; small sets still get several steps
+    bs: int | str = 8  # fits a 256 px Unet-b0 on CPU RAM and any GPU; small sets still get several steps
     size: int | None = None  # None: min(256, smallest image side) rounded down to a multiple of 32
     encoder: str = "timm-efficientnet-b0"  # small, fast, strong ImageNet encoder (the reference run)
     weights: str = "imagenet"  # pretrained encoders converge faster; "none" or a local file also work
@@ -40,13 +41,15 @@ class FitConfig:
     seed: int = 42  # same seed, same split and same initialisation
     export: str = "exports/model.pkl"  # the deployable fastai learner
     lr_find_iters: int = 60  # enough points for a stable valley; the finder stops early on divergence
-    num_workers: int = 0  # 0: load in the main process (the model, not decoding, bounds CPU training)
+    num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
+    cache: str = "auto"  # auto: keep decoded images in RAM when they need <= 25% of free RAM (decode once, not per epoch)
+    compile: bool = False  # torch.compile pays off only on long GPU runs; it measured slower for short CPU runs
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        if self.bs < 1:
-            raise ConfigError(f"bs (batch size) must be at least 1, got {self.bs}")
+        if self.bs != "auto" and not (isinstance(self.bs, int) and self.bs >= 1):
+            raise ConfigError(f"bs (batch size) must be 'auto' or at least 1, got {self.bs!r}")
         if self.size is not None and (self.size < 32 or self.size % 32):
             raise ConfigError(f"size must be a multiple of 32 (the Unet downsamples 5 times), got {self.size}")
         if not 0.0 < self.valid_pct < 1.0:
@@ -61,8 +64,10 @@ class FitConfig:
             object.__setattr__(self, "lr", lr)
         if self.lr_find_iters < 10:
             raise ConfigError(f"lr_find_iters must be at least 10, got {self.lr_find_iters}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be 0 or more, got {self.num_workers}")
+        if self.num_workers != "auto" and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            raise ConfigError(f"num_workers must be 'auto' or 0 or more, got {self.num_workers!r}")
+        if self.cache not in CACHE_CHOICES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {self.cache!r}")
 
     @property
     def weights_is_file(self) -> bool:

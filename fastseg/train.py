@@ -21,7 +21,8 @@ from fastai.torch_core import params, set_seed
 
 from .config import FitConfig, Notify, silent
 from .data import IGNORE_INDEX, DataSpec, discover
-from .loaders import auto_size, make_dataloaders
+from .device import tune_learner
+from .loaders import auto_size, dataloaders_for
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
 
@@ -73,7 +74,7 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
     set_seed(cfg.seed, reproducible=True)
     spec = spec or discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify)
     size = auto_size(spec, cfg.size)
-    dls = make_dataloaders(spec, size=size, bs=cfg.bs, num_workers=cfg.num_workers)
+    dls = dataloaders_for(cfg, spec, size, notify)
     model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
@@ -87,6 +88,7 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=IGNORE_INDEX),
                     metrics=[MeanIoU(spec.n_classes), MeanDice(spec.n_classes)], splitter=seg_splitter,
                     path=workdir, model_dir=".", cbs=[FastsegInfo(meta)])
+    tune_learner(learn, compile=cfg.compile)  # fast optimiser; cudnn autotune, channels_last on CUDA
     if torch.cuda.is_available():
         learn.to_fp16()  # mixed precision: ~2x throughput on tensor cores, same accuracy
     return learn, spec, winfo
