@@ -112,7 +112,7 @@ def load_tensors(spec):
     from fastseg.data import read_mask
 
     lut = np.asarray(spec.lut, dtype=np.uint8)
-    xs = torch.stack([torch.from_numpy(_open_image(s.image)).permute(2, 0, 1) for s in spec.train])
+    xs = torch.stack([torch.from_numpy(np.array(_open_image(s.image))).permute(2, 0, 1) for s in spec.train])
     ys = torch.stack([torch.from_numpy(lut[read_mask(s.mask)]) for s in spec.train])
     return xs, ys
 
@@ -299,7 +299,7 @@ def main(argv=None):
     print(f"data: {source}; {len(spec.train)} train / {len(spec.valid)} valid; crop {args.size}, bs {args.bs}; "
           f"device {device}, torch threads {torch.get_num_threads()}, cpu cores {os.cpu_count()}, "
           f"load average at start {load:.1f}", flush=True)
-    print(f"fastseg: cache {learn.dls.fastseg_cache}, num_workers {learn.dls.train.num_workers}, "
+    print(f"fastseg: cache {learn.dls.fastseg_cache}, num_workers {learn.dls.train.fake_l.num_workers}, "
           f"{per_epoch} batches/epoch; compile {args.compile}", flush=True)
     a_runs, b_runs, a_mem, b_mem, valid_s = [], [], [], [], []
     for r in range(args.rounds):
@@ -308,7 +308,7 @@ def main(argv=None):
         a_runs.append(ph), a_mem.append(m.peak)
         print(f"round {r + 1}: (a) plain   {ph.img_s:.2f} img/s over {ph.batches} steps", flush=True)
         timer.ph, timer.valid_s = Phases(), 0.0
-        with PeakRSS(device) as m, learn.no_logging(), learn.no_bar():
+        with PeakRSS(device) as m:  # with fastai's progress bar and epoch table, as `fastseg fit` runs
             learn.fit_one_cycle(args.epochs, lr_max=1e-3)
         b_runs.append(timer.ph), b_mem.append(m.peak), valid_s.append(timer.valid_s / args.epochs)
         print(f"round {r + 1}: (b) fastseg {timer.ph.img_s:.2f} img/s over {timer.ph.batches} steps "
