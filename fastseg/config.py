@@ -43,7 +43,7 @@ class FitConfig:
     lr_find_iters: int = 60  # enough points for a stable valley; the finder stops early on divergence
     num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
     cache: str = "auto"  # auto: keep decoded images in RAM when they need <= 25% of free RAM (decode once, not per epoch)
-    compile: bool = False  # torch.compile pays off only on long GPU runs; it measured slower for short CPU runs
+    compile: bool = False  # off: compiling takes minutes, which short and CPU runs never win back (unmeasured on GPU)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

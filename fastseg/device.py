@@ -116,8 +116,8 @@ def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_t
     """The largest batch that fits one training step at ``size``, and how it was found.
 
     CUDA: double from 2 while a real forward/backward fits (AMP, as in training), back off on OOM.
-    CPU: out-of-memory is the OS killing the process, never an exception, so measure the activation
-    bytes of a batch of 2, and take the largest power of two whose activations fit
+    CPU: out-of-memory is the OS killing the process, never an exception, so measure the bytes saved
+    for backward at batch 1 and 2 (the difference is one image's activations), and take the largest power of two whose activations fit
     ``MEMORY_SHARE`` of free RAM, capped at ``CPU_BS_CAP``; then check it with one real step.
     Never more than the training set (a batch larger than the data gives no full batches).
     """
@@ -138,9 +138,10 @@ def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_t
             except torch.OutOfMemoryError:
                 raise ConfigError(f"size {size}: one image does not fit in GPU memory (lower --size)") from None
         return best, f"largest power of two whose forward/backward fits the GPU (cap {min(GPU_BS_CAP, limit)})"
-    per_image = probe_step(model, 2, size, device) / 2
+    one, two = probe_step(model, 1, size, device), probe_step(model, 2, size, device)
+    per_image, fixed = max(two - one, 1), max(2 * one - two, 0)  # saved weights count once, activations per image
     free = available_ram() if free_bytes is None else free_bytes
-    fits = int(free * MEMORY_SHARE // max(per_image, 1))
+    fits = int((free * MEMORY_SHARE - fixed) // per_image)
     cap = min(CPU_BS_CAP, limit, max(1, fits))
     bs = 1 << (cap.bit_length() - 1)  # largest power of two <= cap
     probe_step(model, bs, size, device)  # the chosen size really runs

@@ -55,8 +55,9 @@ def unet():
 
 
 def test_probe_step_measures_activations_linear_in_batch(unet):
-    one, two = probe_step(unet, 1, 64, CPU), probe_step(unet, 2, 64, CPU)
-    assert one > 0 and two == pytest.approx(2 * one, rel=0.05)
+    one, two, three = (probe_step(unet, bs, 64, CPU) for bs in (1, 2, 3))
+    assert 0 < one < two < three
+    assert three - two == pytest.approx(two - one, rel=0.05)  # saved weights once, activations per image
     assert all(p.grad is None for p in unet.parameters())  # the probe leaves no gradients behind
 
 
@@ -68,8 +69,9 @@ def test_auto_batch_size_cpu_caps(unet):
 
 
 def test_auto_batch_size_cpu_backs_off_to_free_ram(unet):
-    per_image = probe_step(unet, 2, 64, CPU) / 2
-    bs, _ = auto_batch_size(unet, 64, CPU, n_train=100, free_bytes=int(per_image * 5 / MEMORY_SHARE))
+    one, two = probe_step(unet, 1, 64, CPU), probe_step(unet, 2, 64, CPU)
+    per_image, fixed = two - one, 2 * one - two
+    bs, _ = auto_batch_size(unet, 64, CPU, n_train=100, free_bytes=int((fixed + 5.5 * per_image) / MEMORY_SHARE))
     assert bs == 4  # 5 images fit; the largest power of two below
     bs, _ = auto_batch_size(unet, 64, CPU, n_train=100, free_bytes=1)
     assert bs == 1
