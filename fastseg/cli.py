@@ -5,9 +5,7 @@ Every ``FastsegError`` from the core becomes one ``Error: ...`` line and exit co
 
 from __future__ import annotations
 
-import functools
 import warnings
-from pathlib import Path
 
 import click
 
@@ -37,13 +35,34 @@ def _quiet_library_warnings() -> None:
         warnings.filterwarnings("ignore", category=category, module=r"(torch|timm|segmentation_models_pytorch|fastai)\b")
 
 
+class AutoOrInt(click.ParamType):
+    """An integer >= ``minimum``, or the word ``auto``."""
+
+    name = "auto|int"
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"'{value}' is not 'auto' or an integer", param, ctx)
+        if number < self.minimum:
+            self.fail(f"{number} is not 'auto' or an integer >= {self.minimum}", param, ctx)
+        return number
+
+
 def data_model_options(f):
     """Options shared by every command that builds data and a model (fit, lr-find)."""
     opts = [
         click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
                      help="JSON/YAML file of options; options given here override it."),
         click.option("--data", type=click.Path(), help=f"Data folder with images/ and masks/.  [default: {DEFAULTS.data}]"),
-        click.option("--bs", type=click.IntRange(min=1), help=f"Batch size.  [default: {DEFAULTS.bs}]"),
+        click.option("--bs", type=AutoOrInt(1),
+                     help=f"Batch size, or 'auto': the largest that fits the device (printed).  [default: {DEFAULTS.bs}]"),
         click.option("--size", type=click.IntRange(min=32),
                      help="Training crop side, a multiple of 32.  [default: min(256, smallest image side)]"),
         click.option("--encoder", help=f"SMP encoder name.  [default: {DEFAULTS.encoder}]"),
@@ -96,6 +115,21 @@ def training_options(f):
     return f
 
 
+def speed_options(f):
+    """Device and speed options (fit, lr-find): DataLoader workers, RAM cache, torch.compile."""
+    opts = [
+        click.option("--num-workers", type=AutoOrInt(0),
+                     help="DataLoader worker processes, or 'auto' (0 on CPUs with <= 4 cores).  [default: auto]"),
+        click.option("--cache", type=click.Choice(["auto", "ram", "none"]),
+                     help="Keep decoded images in RAM: auto (when they fit), ram, none.  [default: auto]"),
+        click.option("--compile/--no-compile", "compile", default=None,
+                     help="Train through torch.compile (GPU runs; slower to start).  [default: no]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def build_config(config_file: str | None, **options) -> FitConfig:
     """The CLI's options (only those given) over the config file's over the defaults."""
     given = {k: v for k, v in options.items() if v is not None}
@@ -129,6 +163,7 @@ def main():
 @main.command()
 @data_model_options
 @layout_options
+@speed_options
 @click.option("--epochs", type=click.IntRange(min=1), help=f"Training epochs.  [default: {DEFAULTS.epochs}]")
 @click.option("--lr", help="Peak learning rate, or 'auto' to use the LR finder's suggestion.  [default: auto]")
 @click.option("--export", type=click.Path(dir_okay=False), help=f"Where to write the fastai learner.  [default: {DEFAULTS.export}]")
@@ -148,6 +183,7 @@ def fit(config_file, lr, resume, **options):
       torchrun --nproc_per_node 4 -m fastseg fit --data ~/datasets/cells --bs 8   # 4 GPUs, DDP
       fastseg fit --resume runs/cells          # continue after a crash or kill -9
       fastseg fit --config runs/cells/config.json   # reproduce a run
+      fastseg fit --data ~/datasets/cells --bs auto --cache ram
     """
     from .distributed import is_main_process
     from .train import fit as run_fit
@@ -180,6 +216,7 @@ def fit(config_file, lr, resume, **options):
 @main.command("lr-find")
 @data_model_options
 @layout_options
+@speed_options
 @click.option("--plot", type=click.Path(dir_okay=False), default="exports/lr_find.png", show_default=True,
               help="Where to save the loss-vs-learning-rate plot.")
 def lr_find_cmd(config_file, plot, **options):

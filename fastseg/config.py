@@ -27,14 +27,15 @@ def silent(message: str) -> None:
 WEIGHT_CHOICES = ("imagenet", "none")
 LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc")  # fastseg.layouts.LAYOUTS, plus auto
 LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.losses implements each
+CACHE_CHOICES = ("auto", "ram", "none")
 
 
 @dataclass(frozen=True)
 class FitConfig:
     data: str = "data"  # the embedded demo set, so `fastseg fit` works out of the box
     epochs: int = 25  # the reference run's length; enough for the demo set to converge from scratch
-    lr: float | str = "auto"  # "auto" runs the LR finder and takes its valley suggestion
-    bs: int = 8  # fits a 256 px Unet-b0 on CPU RAM and any GPU; small sets still get several steps
+    lr: float | str = "auto"  # "auto" runs the LR finder (between its valley and minimum suggestions)
+    bs: int | str = 8  # fits a 256 px Unet-b0 on CPU RAM and any GPU; small sets still get several steps
     size: int | None = None  # None: min(256, smallest image side) rounded down to a multiple of 32
     encoder: str = "timm-efficientnet-b0"  # small, fast, strong ImageNet encoder (the reference run)
     weights: str = "imagenet"  # pretrained encoders converge faster; "none" or a local file also work
@@ -42,7 +43,6 @@ class FitConfig:
     seed: int = 42  # same seed, same split and same initialisation
     export: str = "exports/model.pkl"  # the deployable fastai learner
     lr_find_iters: int = 30  # with lr_find_size crops this costs well under 10% of a 25-epoch fit
-    num_workers: int = 0  # 0: load in the main process (the model, not decoding, bounds CPU training)
     layout: str = "auto"  # detect images+masks / camvid / segnet / voc from the folders present
     colors: str | None = None  # None: codes.csv in the data folder, if any, is the colour table
     void: str | None = None  # None: a class named void/Void/unlabelled/... is void, if any
@@ -57,12 +57,15 @@ class FitConfig:
     aug: bool = True  # fastseg.augment's recipe; False: only normalisation (debugging, tiny ablations)
     fp16: bool = True  # mixed precision + channels_last on CUDA (~2x faster, same accuracy); ignored on CPU
     lr_find_size: int = 64  # LR-finder crop side: small crops make the finder cheap; the LR transfers to larger crops
+    num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
+    cache: str = "auto"  # auto: keep decoded images in RAM when they need <= 25% of free RAM (decode once, not per epoch)
+    compile: bool = False  # off: compiling takes minutes, which short and CPU runs never win back (unmeasured on GPU)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        if self.bs < 1:
-            raise ConfigError(f"bs (batch size) must be at least 1, got {self.bs}")
+        if self.bs != "auto" and not (isinstance(self.bs, int) and self.bs >= 1):
+            raise ConfigError(f"bs (batch size) must be 'auto' or at least 1, got {self.bs!r}")
         if self.size is not None and (self.size < 32 or self.size % 32):
             raise ConfigError(f"size must be a multiple of 32 (the Unet downsamples 5 times), got {self.size}")
         if not 0.0 < self.valid_pct < 1.0:
@@ -75,14 +78,16 @@ class FitConfig:
             if not lr > 0:
                 raise ConfigError(f"lr must be 'auto' or a positive number, got {self.lr!r}")
             object.__setattr__(self, "lr", lr)
-        if self.lr_find_iters < 10:
-            raise ConfigError(f"lr_find_iters must be at least 10, got {self.lr_find_iters}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be 0 or more, got {self.num_workers}")
+        if self.lr_find_iters < 20:  # fewer points leave fastai's suggestion functions nothing to fit
+            raise ConfigError(f"lr_find_iters must be at least 20, got {self.lr_find_iters}")
         if self.layout not in LAYOUT_CHOICES:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {self.layout!r}")
         if self.ignore_index is not None and not 0 <= self.ignore_index <= 255:
             raise ConfigError(f"ignore_index must be a mask value 0-255, got {self.ignore_index}")
+        if self.num_workers != "auto" and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            raise ConfigError(f"num_workers must be 'auto' or 0 or more, got {self.num_workers!r}")
+        if self.cache not in CACHE_CHOICES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {self.cache!r}")
         self._check_training_options()
 
     def _check_training_options(self) -> None:

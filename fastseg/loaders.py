@@ -1,35 +1,68 @@
 """fastai DataLoaders for a ``DataSpec``: paired image/mask transforms, augmentation, batching.
 
-Everything fastai pickles into the exported learner from here (``MaskForImage``) is top-level.
+Everything fastai pickles into the exported learner from here (``ImageForPath``, ``MaskForImage``)
+is top-level, and their in-RAM caches are left out of the pickle (an export holds no training data).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+import torch
 
+from .config import FitConfig, Notify, silent
 from .augment import seg_batch_tfms
 from .data import DataSpec, read_image
 from .images import MaskDecoder
 
-__all__ = ["MaskForImage", "open_image", "auto_size", "make_dataloaders"]
+__all__ = ["ImageForPath", "MaskForImage", "auto_size", "make_dataloaders", "cache_bytes", "dataloaders_for"]
 
 
-def open_image(path: Path | str | np.ndarray | Image.Image):
-    """fastai image type transform: any image file (16-bit, RGBA, palette, grey) -> RGB ``PILImage``.
-
-    The annotation matters: fastai's ``predict``/``test_dl`` match inputs against it."""
-    from fastai.vision.core import PILImage
-
-    return PILImage.create(read_image(path)) if isinstance(path, (str, os.PathLike)) else PILImage.create(path)
+def _open_image(path) -> np.ndarray:
+    """An image file as HxWx3 uint8 (grey, RGBA and 16-bit converted): the one place images are decoded."""
+    return read_image(path)
 
 
-class MaskForImage:
-    """fastai ``get_y``: image path -> class-index ``PILMask`` (``decoder``: a ``MaskDecoder``, or a LUT).
+class _Cached:
+    """A path -> decoded array cache that is never pickled (exports must not carry the data set)."""
+
+    cache: dict
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "cache"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.cache = {}
+
+    def preload(self, paths) -> int:
+        """Decode every path once into the cache; returns the bytes held."""
+        for p in paths:
+            self.cache[str(p)] = self.decode(p)
+        return sum(a.nbytes for a in self.cache.values())
+
+    def __call__(self, path):
+        arr = self.cache.get(str(path))
+        return self.wrap(self.decode(path) if arr is None else arr)
+
+
+class ImageForPath(_Cached):
+    """fastai ``get_x``: image path -> HxWx3 uint8 array (``PILImage.create`` makes it an image),
+    from the RAM cache when preloaded, else decoded from disk (as at prediction time)."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def decode(self, path) -> np.ndarray:
+        return _open_image(path)
+
+    def wrap(self, arr: np.ndarray) -> np.ndarray:
+        return arr
+
+
+class MaskForImage(_Cached):
+    """fastai ``get_y``: image path -> class-index ``PILMask`` (raw values mapped through the LUT).
 
     Top-level and holding plain data so fastai can pickle it into the exported learner.
     """
@@ -37,11 +70,15 @@ class MaskForImage:
     def __init__(self, masks: dict[str, str], decoder: MaskDecoder | Sequence[int]):
         self.masks = masks
         self.decoder = decoder if isinstance(decoder, MaskDecoder) else MaskDecoder(decoder)
+        self.cache = {}
 
-    def __call__(self, image_path):
+    def decode(self, image_path) -> np.ndarray:
+        return self.decoder(self.masks[str(image_path)])
+
+    def wrap(self, arr: np.ndarray):
         from fastai.vision.core import PILMask
 
-        return PILMask.create(self.decoder(self.masks[str(image_path)]))
+        return PILMask.create(arr)
 
 
 def auto_size(spec: DataSpec, size: int | None) -> int:
@@ -51,16 +88,29 @@ def auto_size(spec: DataSpec, size: int | None) -> int:
     return max(32, min(256, spec.min_side) // 32 * 32)
 
 
-def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None, aug: bool = True):
-    """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine."""
+def cache_bytes(spec: DataSpec) -> int:
+    """RAM the decoded set needs in the cache: 3 bytes per image pixel + 1 per mask pixel (headers only)."""
+    from PIL import Image
+
+    total = 0
+    for s in (*spec.train, *spec.valid):
+        with Image.open(s.image) as im:
+            total += im.size[0] * im.size[1] * 4
+    return total
+
+
+def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None, cache: bool = False,
+                     aug: bool = True):
+    """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine.
+
+    ``cache``: decode every image and mask once now and serve batches from RAM (``dls.fastseg_cache``
+    says which). Batch transforms (augmentation, normalisation) run on ``device``; on CUDA the
+    DataLoader pins its batches for asynchronous host-to-device copies.
+    """
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
-    from fastai.vision.augment import RandomCrop, Resize, aug_transforms
-    from fastai.data.block import TransformBlock
-    from fastai.data.transforms import IntToFloatTensor
-    from fastai.vision.data import MaskBlock
-    from fastai.data.transforms import Normalize
-    from fastai.vision.core import imagenet_stats
+    from fastai.vision.augment import RandomCrop, Resize
+    from fastai.vision.data import ImageBlock, MaskBlock
 
     samples = list(spec.train) + list(spec.valid)
     items = [s.image for s in samples]
@@ -69,10 +119,39 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     # Crop rather than down-scale large images, so thin structures keep their width in pixels.
     item_tfms = [RandomCrop(size)] if spec.min_side >= size else [Resize(size)]
     batch_tfms = seg_batch_tfms(aug)  # fastseg.augment: the recipe, or only normalisation when aug is False
-    image_block = TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor)  # 16-bit/RGBA-safe
-    block = DataBlock(blocks=(image_block, MaskBlock(list(spec.codes))),
-                      get_y=MaskForImage(masks, spec.decoder),
+    get_x, get_y = ImageForPath(), MaskForImage(masks, spec.decoder)
+    if cache:
+        get_x.preload(items)
+        get_y.preload(items)
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))),
+                      get_x=get_x, get_y=get_y,
                       splitter=IndexSplitter(valid_idx),
                       item_tfms=item_tfms, batch_tfms=batch_tfms)
-    return block.dataloaders(items, bs=bs, num_workers=num_workers, device=device,
-                             val_bs=bs, drop_last=len(spec.train) > bs)
+    pin = device is not None and torch.device(device).type == "cuda"
+    dls = block.dataloaders(items, bs=bs, num_workers=num_workers, device=device, pin_memory=pin,
+                            val_bs=bs, drop_last=len(spec.train) > bs)
+    dls.fastseg_cache = "ram" if cache else "none"
+    return dls
+
+
+def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = silent):
+    """``make_dataloaders`` with ``cfg``'s machine-dependent choices resolved and reported:
+    ``--bs auto``, ``--num-workers auto``, ``--cache auto``."""
+    from .device import auto_batch_size, resolve_cache, resolve_num_workers, training_device
+
+    device = training_device()
+    bs = cfg.bs
+    if bs == "auto":
+        from .model import build_model
+
+        probe, _ = build_model(cfg.encoder, spec.n_classes, "none")
+        bs, why = auto_batch_size(probe, size, device, n_train=len(spec.train))
+        del probe
+        notify(f"batch size {bs} (--bs auto: {why})")
+    workers = resolve_num_workers(cfg.num_workers, device)
+    needed = cache_bytes(spec)
+    cache = resolve_cache(cfg.cache, needed)
+    if cfg.cache == "auto" and not cache:
+        notify(f"not caching images in RAM: the decoded set needs {needed / 2**20:.0f} MiB "
+               f"(--cache ram to force, --cache none to silence)")
+    return make_dataloaders(spec, size=size, bs=bs, num_workers=workers, device=device, cache=cache, aug=cfg.aug)

@@ -27,7 +27,8 @@ from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_proce
 from .distributed import setup as distributed_setup
 from .errors import TrainingError
 from .io import atomic_write_bytes
-from .loaders import auto_size, make_dataloaders
+from .device import tune_learner
+from .loaders import auto_size, dataloaders_for, make_dataloaders
 from .losses import make_loss
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
@@ -88,7 +89,7 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
     spec = spec or discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify, layout=cfg.layout,
                             colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
     size = auto_size(spec, cfg.size)
-    dls = make_dataloaders(spec, size=size, bs=cfg.bs, num_workers=cfg.num_workers, aug=cfg.aug)
+    dls = dataloaders_for(cfg, spec, size, notify)
     model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
@@ -103,10 +104,9 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
     learn = Learner(dls, model, loss_func=make_loss(cfg.loss, spec.n_classes, cfg.class_weights),
                     metrics=[MeanIoU(spec.n_classes), MeanDice(spec.n_classes)], splitter=seg_splitter,
                     path=workdir, model_dir=".", cbs=[FastsegInfo(meta)])
+    tune_learner(learn, compile=cfg.compile)  # fast optimiser; cudnn autotune, channels_last on CUDA
     if cfg.fp16 and torch.cuda.is_available():
-        from fastai.callback.channelslast import ChannelsLast  # noqa: F401  (adds Learner.to_channelslast)
-
-        learn.to_channelslast()  # channels_last + fp16 mixed precision: tensor cores, ~2x throughput
+        learn.to_fp16()  # mixed precision: ~2x throughput on tensor cores, same accuracy
     return learn, spec, winfo
 
 
@@ -123,8 +123,8 @@ def find_lr(learn: Learner, spec: DataSpec, cfg: FitConfig) -> LRFindResult:
     """The LR finder on ``cfg.lr_find_size`` crops (cheap; the rate carries over to the training size)."""
     size = min(cfg.lr_find_size, auto_size(spec, cfg.size))
     full = learn.dls
-    learn.dls = make_dataloaders(spec, size=size, bs=cfg.bs, num_workers=cfg.num_workers, aug=cfg.aug,
-                                 device=full.device)
+    learn.dls = make_dataloaders(spec, size=size, bs=full.train.bs, num_workers=full.train.num_workers, aug=cfg.aug,
+                                 device=full.device, cache=getattr(full, "fastseg_cache", "none") == "ram")
     try:
         return run_lr_find(learn, cfg.lr_find_iters)
     finally:

@@ -127,3 +127,23 @@ def test_fit_model_error_leaves_no_run_folder(runner, tiny_data, tmp_path):
                                "--runs-dir", str(runs)])
     assert res.exit_code == 1 and "wrong encoder name `nonsense`" in res.output
     assert not runs.exists()
+@pytest.mark.slow
+def test_fit_bs_auto_prints_choice_and_trains(runner, tiny_data, tmp_path):
+    out = tmp_path / "auto.pkl"
+    res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--bs", "auto", "--epochs", "1", "--lr", "1e-3",
+                               "--weights", "none", "--cache", "ram", "--export", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "batch size 8 (--bs auto: " in res.output  # the 8 training images cap it
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bs", "0"], "Invalid value for '--bs': 0 is not 'auto' or an integer >= 1"),
+    (["--bs", "many"], "Invalid value for '--bs': 'many' is not 'auto' or an integer"),
+    (["--num-workers", "-1"], "Invalid value for '--num-workers': -1 is not 'auto' or an integer >= 0"),
+    (["--cache", "disk"], "Invalid value for '--cache': 'disk' is not one of 'auto', 'ram', 'none'."),
+])
+def test_bad_speed_options_name_the_choices(runner, args, message):
+    res = runner.invoke(main, ["fit", *args])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == f"Error: {message}"

@@ -1,0 +1,199 @@
+"""Device and speed settings for training: DataLoader workers, the in-RAM cache decision, ``--bs auto``,
+cudnn autotuning, channels_last, torch.compile and the optimiser implementation.
+
+Every choice here is a function of the machine (cores, RAM, device) and the config, returned to the
+caller (which reports it) rather than printed. ``tune_learner`` is the one call ``build_learner``
+makes into this module once the ``Learner`` exists.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import torch
+from fastai.callback.core import Callback
+from fastai.optimizer import OptimWrapper
+
+from .config import CACHE_CHOICES
+from .errors import ConfigError
+
+__all__ = [
+    "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
+    "probe_step", "auto_batch_size", "fast_adamw", "tune_learner", "training_device",
+]
+
+CACHE_RAM_SHARE = 0.25  # "auto" caches when the decoded set needs at most this share of free RAM
+CPU_BS_CAP = 16  # on CPU, per-image throughput is flat beyond ~8; bigger batches only mean fewer steps
+GPU_BS_CAP = 256  # beyond this, one-cycle schedules with small data sets get too few steps per epoch
+MEMORY_SHARE = 0.8  # --bs auto leaves this share of free memory for one training step; the rest is headroom
+
+
+def training_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count, where the OS says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def available_ram() -> int:
+    """Bytes of RAM available to new allocations (0 when the OS does not say)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 0
+
+
+def resolve_num_workers(value: int | str, device: torch.device, cores: int | None = None) -> int:
+    """``auto``: no worker processes on CPU with <= 4 cores (they would take cores from the model, and the
+    RAM cache makes per-batch data work small); on CUDA, one worker per core but one, at most 8."""
+    if value != "auto":
+        return int(value)
+    cores = cores or cpu_cores()
+    if device.type == "cuda":
+        return max(0, min(8, cores - 1))
+    return 0 if cores <= 4 else min(4, cores // 4)
+
+
+def resolve_cache(mode: str, needed_bytes: int, free_bytes: int | None = None) -> bool:
+    """Whether to keep decoded images and masks in RAM: ``ram`` yes, ``none`` no, ``auto`` when the
+    set needs at most ``CACHE_RAM_SHARE`` of the available RAM."""
+    if mode not in CACHE_CHOICES:
+        raise ConfigError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {mode!r}")
+    if mode != "auto":
+        return mode == "ram"
+    free = available_ram() if free_bytes is None else free_bytes
+    return needed_bytes <= free * CACHE_RAM_SHARE
+
+
+class _SavedBytes:
+    """Counts the bytes autograd saves for backward (the activations) during a forward pass."""
+
+    def __init__(self):
+        self.total = 0
+
+    def pack(self, t: torch.Tensor):
+        self.total += t.numel() * t.element_size()
+        return t
+
+    @staticmethod
+    def unpack(t: torch.Tensor):
+        return t
+
+
+def probe_step(model: torch.nn.Module, bs: int, size: int, device: torch.device) -> int:
+    """One forward/backward at ``bs`` x 3 x ``size`` x ``size``; returns the bytes saved for backward.
+
+    Raises ``torch.OutOfMemoryError`` when it does not fit (CUDA)."""
+    model.train()
+    saved = _SavedBytes()
+    x = torch.randn(bs, 3, size, size, device=device)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                out = model(x)
+        out.float().mean().backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        del x
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return saved.total
+
+
+def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_train: int,
+                    free_bytes: int | None = None) -> tuple[int, str]:
+    """The largest batch that fits one training step at ``size``, and how it was found.
+
+    CUDA: double from 2 while a real forward/backward fits (AMP, as in training), back off on OOM.
+    CPU: out-of-memory is the OS killing the process, never an exception, so measure the bytes saved
+    for backward at batch 1 and 2 (the difference is one image's activations), and take the largest power of two whose activations fit
+    ``MEMORY_SHARE`` of free RAM, capped at ``CPU_BS_CAP``; then check it with one real step.
+    Never more than the training set (a batch larger than the data gives no full batches).
+    """
+    model = model.to(device)
+    limit = max(1, n_train)
+    if device.type == "cuda":
+        bs, best = 2, 0
+        while bs <= min(GPU_BS_CAP, limit):
+            try:
+                probe_step(model, bs, size, device)
+            except torch.OutOfMemoryError:
+                break
+            best, bs = bs, bs * 2
+        if best == 0:
+            try:
+                probe_step(model, 1, size, device)
+                best = 1
+            except torch.OutOfMemoryError:
+                raise ConfigError(f"size {size}: one image does not fit in GPU memory (lower --size)") from None
+        return best, f"largest power of two whose forward/backward fits the GPU (cap {min(GPU_BS_CAP, limit)})"
+    one, two = probe_step(model, 1, size, device), probe_step(model, 2, size, device)
+    per_image, fixed = max(two - one, 1), max(2 * one - two, 0)  # saved weights count once, activations per image
+    free = available_ram() if free_bytes is None else free_bytes
+    fits = int((free * MEMORY_SHARE - fixed) // per_image)
+    cap = min(CPU_BS_CAP, limit, max(1, fits))
+    bs = 1 << (cap.bit_length() - 1)  # largest power of two <= cap
+    probe_step(model, bs, size, device)  # the chosen size really runs
+    why = (f"CPU: {per_image / 2**20:.0f} MiB of activations per image, {free / 2**30:.1f} GiB RAM free; "
+           f"capped at {min(CPU_BS_CAP, limit)} (CPU throughput per image is flat beyond ~8)")
+    return bs, why
+
+
+fast_adamw = partial(OptimWrapper, opt=torch.optim.AdamW, foreach=True, eps=1e-5)
+"""AdamW from torch (one fused multi-tensor update) in fastai's wrapper: fastai's own Adam steps each
+parameter tensor in Python. Same rule (decoupled weight decay), fastai's defaults for eps and decay."""
+
+
+class CompileModel(Callback):
+    """Trains through ``torch.compile(model)`` and puts the plain module back after fitting, so
+    exports, ``state_dict`` keys and ``learn.predict`` see the ordinary model. Top-level (pickled)."""
+
+    order = -10  # before every other callback touches the model
+
+    def __init__(self, **compile_kwargs):
+        self.compile_kwargs = compile_kwargs
+        self.plain = None
+
+    def before_fit(self):
+        self.plain = self.learn.model
+        self.learn.model = torch.compile(self.plain, **self.compile_kwargs)
+
+    def after_fit(self):
+        if self.plain is not None:
+            self.learn.model, self.plain = self.plain, None
+
+
+def tune_learner(learn, compile: bool = False, channels_last: bool | None = None) -> dict:
+    """Speed settings on a built ``Learner``; returns what was set (for the caller to report).
+
+    - torch's multi-tensor AdamW instead of fastai's per-tensor Python Adam;
+    - CUDA: cudnn autotuning (fixed crop size, so the tuned kernels are reused) and channels_last
+      (convolutions under AMP use tensor cores in NHWC without layout transposes);
+      ``channels_last=None`` means "on CUDA only": on CPU it measured no faster here;
+    - ``compile``: train through torch.compile (see ``CompileModel``).
+    """
+    device = learn.dls.device or training_device()
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    learn.opt_func = fast_adamw
+    done = {"optimizer": "torch AdamW (foreach)"}
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        done["cudnn_benchmark"] = True
+    if channels_last if channels_last is not None else cuda:
+        learn.model = learn.model.to(memory_format=torch.channels_last)
+        done["channels_last"] = True
+    if compile:
+        learn.add_cb(CompileModel())
+        done["compile"] = True
+    return done

@@ -1,0 +1,99 @@
+"""Machine-dependent choices: workers, cache, --bs auto, torch.compile wrapper, learner tuning."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fastseg.config import FitConfig
+from fastseg.device import (CPU_BS_CAP, MEMORY_SHARE, CompileModel, auto_batch_size, fast_adamw, probe_step,
+                            resolve_cache, resolve_num_workers, tune_learner)
+from fastseg.errors import ConfigError
+from fastseg.model import build_model
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.mark.parametrize("value, device, cores, expected", [
+    ("auto", CPU, 2, 0), ("auto", CPU, 4, 0), ("auto", CPU, 16, 4), ("auto", CUDA, 16, 8), ("auto", CUDA, 4, 3),
+    ("auto", CUDA, 1, 0), (3, CPU, 2, 3), (0, CUDA, 16, 0),
+])
+def test_resolve_num_workers(value, device, cores, expected):
+    assert resolve_num_workers(value, device, cores=cores) == expected
+
+
+def test_resolve_cache():
+    assert resolve_cache("auto", needed_bytes=100, free_bytes=400) is True
+    assert resolve_cache("auto", needed_bytes=101, free_bytes=400) is False
+    assert resolve_cache("ram", needed_bytes=10**12, free_bytes=1) is True
+    assert resolve_cache("none", needed_bytes=1, free_bytes=10**12) is False
+    with pytest.raises(ConfigError, match="cache must be one of auto, ram, none, got 'disk'"):
+        resolve_cache("disk", 1)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"bs": 0}, "bs (batch size) must be 'auto' or at least 1, got 0"),
+    ({"bs": "big"}, "bs (batch size) must be 'auto' or at least 1, got 'big'"),
+    ({"num_workers": -1}, "num_workers must be 'auto' or 0 or more, got -1"),
+    ({"cache": "disk"}, "cache must be one of auto, ram, none, got 'disk'"),
+])
+def test_config_rejects_bad_speed_options(changes, message):
+    with pytest.raises(ConfigError) as e:
+        FitConfig(**changes)
+    assert str(e.value) == message
+
+
+def test_config_speed_defaults():
+    cfg = FitConfig(bs="auto")
+    assert (cfg.bs, cfg.num_workers, cfg.cache, cfg.compile) == ("auto", "auto", "auto", False)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return build_model("timm-efficientnet-b0", 2, "none")[0]
+
+
+def test_probe_step_measures_activations_linear_in_batch(unet):
+    one, two, three = (probe_step(unet, bs, 64, CPU) for bs in (1, 2, 3))
+    assert 0 < one < two < three
+    assert three - two == pytest.approx(two - one, rel=0.05)  # saved weights once, activations per image
+    assert all(p.grad is None for p in unet.parameters())  # the probe leaves no gradients behind
+
+
+def test_auto_batch_size_cpu_caps(unet):
+    bs, why = auto_batch_size(unet, 64, CPU, n_train=100, free_bytes=10**12)
+    assert bs == CPU_BS_CAP and why.startswith("CPU: ")
+    bs, _ = auto_batch_size(unet, 64, CPU, n_train=6, free_bytes=10**12)
+    assert bs == 4  # largest power of two not above the 6 training images
+
+
+def test_auto_batch_size_cpu_backs_off_to_free_ram(unet):
+    one, two = probe_step(unet, 1, 64, CPU), probe_step(unet, 2, 64, CPU)
+    per_image, fixed = two - one, 2 * one - two
+    bs, _ = auto_batch_size(unet, 64, CPU, n_train=100, free_bytes=int((fixed + 5.5 * per_image) / MEMORY_SHARE))
+    assert bs == 4  # 5 images fit; the largest power of two below
+    bs, _ = auto_batch_size(unet, 64, CPU, n_train=100, free_bytes=1)
+    assert bs == 1
+
+
+def test_compile_model_wraps_during_fit_and_restores():
+    plain = torch.nn.Linear(3, 2)
+    cb = CompileModel()
+    cb.learn = SimpleNamespace(model=plain)
+    cb.before_fit()
+    assert cb.learn.model is not plain and cb.learn.model._orig_mod is plain
+    cb.after_fit()
+    assert cb.learn.model is plain and cb.plain is None
+
+
+def test_tune_learner_cpu_and_channels_last():
+    added = []
+    learn = SimpleNamespace(dls=SimpleNamespace(device=CPU), model=torch.nn.Conv2d(3, 4, 3), opt_func=None,
+                            add_cb=added.append)
+    done = tune_learner(learn)
+    assert learn.opt_func is fast_adamw and "channels_last" not in done and not added
+    assert learn.model.weight.is_contiguous()
+    done = tune_learner(learn, compile=True, channels_last=True)
+    assert done["channels_last"] and learn.model.weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(added) == 1 and isinstance(added[0], CompileModel)
