@@ -296,8 +296,9 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
     from .plots import write_run_plots
     from .runs import write_json
 
-    if (learn.path / "best.pth").is_file():
-        load_model(learn.path / "best.pth", learn.model, None, with_opt=False, device=learn.dls.device)
+    barrier()  # DDP: fastai saves only on rank 0, so every rank loads rank 0's best.pth once it is written
+    if (run / "best.pth").is_file():
+        load_model(run / "best.pth", learn.model, None, with_opt=False, device=learn.dls.device)
     cms = last.cms
     best_epoch = best.best_epoch if best.best_epoch is not None else len(cms) - 1
     final = scores_from_confusion(cms[-1]).as_dict(spec.codes)
