@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataSpec, discover, read_mask
+from .config import PredictConfig
+from .data import DataSpec, discover
 from .errors import DataError
 from .metrics import confusion_matrix, scores_from_confusion
 
@@ -61,14 +62,14 @@ def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: st
         raise DataError(f"{data}: classes {', '.join(spec.codes)} do not match the model's "
                         f"{', '.join(predictor.codes)} (evaluate on data labelled like the training set)")
     samples = select_split(spec, split)
-    lut = np.asarray(spec.lut, dtype=np.uint8)
     n = spec.n_classes
+    decode = spec.decoder  # raw mask -> class indices, void as 255: exactly as in training
     cm = torch.zeros((n, n), dtype=torch.int64)
-    for i, pred, _ in predictor.predict_batches([s.image for s in samples], bs=bs):
-        if isinstance(pred, Exception):
-            raise pred
-        truth = lut[read_mask(samples[i].mask)]
-        cm += confusion_matrix(torch.from_numpy(pred), torch.from_numpy(truth), n)
+    for p in predictor.iter_predictions([s.image for s in samples], PredictConfig(bs=bs)):
+        if p.error is not None:
+            raise p.error
+        truth = decode(samples[p.index].mask)
+        cm += confusion_matrix(torch.from_numpy(p.mask), torch.from_numpy(truth), n)
     scores = scores_from_confusion(cm).as_dict(spec.codes)
     out = None
     if plot is not None:
