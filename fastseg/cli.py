@@ -232,7 +232,7 @@ def lr_find_cmd(config_file, plot, **options):
     result = lr_find(cfg, notify=_notify, plot=plot)
     for name, value in result.suggestions.items():
         click.echo(f"{name:<8} {value:.2e}")
-    click.echo(f"suggested learning rate: {result.lr:.2e} (geometric mean of valley and minimum)")
+    click.echo(f"suggested learning rate: {result.lr:.2e} (minimum: the loss minimum's LR / 10)")
     click.echo(f"plot saved to {plot}")
 
 

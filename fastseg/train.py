@@ -62,16 +62,18 @@ class LRFindResult:
 
     @property
     def lr(self) -> float:
-        """The geometric mean of valley and minimum: valley alone is too timid from random init, minimum
-        (the loss minimum / 10) on the bold side; between them trains fast and stays stable."""
-        return float(np.sqrt(self.suggestions["valley"] * self.suggestions["minimum"]))
+        """fastai's ``minimum`` suggestion (the LR of the loss minimum / 10). Measured on short runs from
+        random init: valley (and the geometric mean of valley and minimum) trained too timidly (ISBI,
+        4-minute budget: mIoU 0.678 at the geometric mean vs 0.712 at 5e-3; demo set: 0.965 at 2.5e-3,
+        0.961 at 1e-2), while minimum landed at 4e-3 and 6.3e-3 there."""
+        return float(self.suggestions["minimum"])
 
 
 @dataclass
 class FitResult:
     export: Path
     lr: float
-    lr_source: str  # "lr finder: between valley and minimum" or "given"
+    lr_source: str  # "lr finder: minimum / 10" or "given"
     weights: WeightsInfo
     metrics: dict  # final validation metrics, as from fastseg.metrics.Scores.as_dict
     history: list[dict] = field(default_factory=list)  # one row per epoch
@@ -250,7 +252,7 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
     elif cfg.lr == "auto":
         t0 = time.perf_counter()
         found = run_on_main(find_lr, learn, spec, cfg)  # DDP: rank 0 alone, the others take its result
-        lr, how = found.lr, "lr finder: between valley and minimum"
+        lr, how = found.lr, "lr finder: minimum / 10"
         from .plots import plot_lr_find
 
         if main:
