@@ -89,7 +89,13 @@ def auto_size(spec: DataSpec, size: int | None) -> int:
 
 
 def cache_bytes(spec: DataSpec) -> int:
-    """RAM the decoded set needs in the cache: 3 bytes per image pixel + 1 per mask pixel (headers only)."""
+    """RAM the decoded set needs in the cache: 3 bytes per image pixel + 1 per mask pixel.
+
+    ``discover`` already counted every mask pixel (``class_pixels``, void included), so no file is
+    opened again; a hand-made spec without those counts falls back to reading image headers.
+    """
+    if {"train", "valid"} <= set(spec.class_pixels):
+        return 4 * (sum(spec.class_pixels["train"]) + sum(spec.class_pixels["valid"]))
     from PIL import Image
 
     total = 0
