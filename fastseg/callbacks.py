@@ -17,6 +17,7 @@ from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import SaveModelCallback, TrackerCallback
 
 from .io import atomic_path
+from .device import plain_model
 from .runs import save_checkpoint
 
 __all__ = ["ResumedSchedule", "BestCheckpoint", "LastCheckpoint", "RunCSVLogger", "Patience", "StopOnNaN"]
@@ -44,7 +45,7 @@ class BestCheckpoint(SaveModelCallback):
 
         dest = Path(self.learn.path) / self.learn.model_dir / f"{name}.pth"
         with atomic_path(dest) as tmp:
-            save_model(tmp, self.learn.model, None, with_opt=False)
+            save_model(tmp, plain_model(self.learn.model), None, with_opt=False)
         self.last_saved_path = dest
 
     def after_epoch(self):

@@ -155,6 +155,12 @@ fast_adamw = partial(OptimWrapper, opt=torch.optim.AdamW, foreach=True, eps=1e-5
 parameter tensor in Python. Same rule (decoupled weight decay), fastai's defaults for eps and decay."""
 
 
+def plain_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under a ``torch.compile`` wrapper, so saved state_dict keys carry no ``_orig_mod.``
+    prefix and load into the ordinary model (checkpoints written mid-fit, while compiled)."""
+    return getattr(model, "_orig_mod", model)
+
+
 class CompileModel(Callback):
     """Trains through ``torch.compile(model)`` and puts the plain module back after fitting, so
     exports, ``state_dict`` keys and ``learn.predict`` see the ordinary model. Top-level (pickled)."""

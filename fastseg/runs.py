@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .config import FitConfig
+from .device import plain_model
 from .errors import ConfigError, TrainingError
 from .io import atomic_path, atomic_write_bytes
 
@@ -64,7 +65,7 @@ def read_run_config(run: str | Path) -> FitConfig:
 
 def save_checkpoint(dest: str | Path, learn, **state: Any) -> Path:
     """Model, optimiser and ``state`` (epoch, lr, best score...) in one file, atomically."""
-    payload = {"model": learn.model.state_dict(), "opt": learn.opt.state_dict() if learn.opt is not None else None,
+    payload = {"model": plain_model(learn.model).state_dict(), "opt": learn.opt.state_dict() if learn.opt is not None else None,
                **state}
     with atomic_path(dest) as tmp:
         torch.save(payload, tmp)

@@ -97,3 +97,23 @@ def test_tune_learner_cpu_and_channels_last():
     done = tune_learner(learn, compile=True, channels_last=True)
     assert done["channels_last"] and learn.model.weight.is_contiguous(memory_format=torch.channels_last)
     assert len(added) == 1 and isinstance(added[0], CompileModel)
+
+
+def test_checkpoints_written_while_compiled_load_into_the_plain_model(tmp_path):
+    """A --compile fit saves best.pth/last.pth mid-fit, while learn.model is the compiled wrapper:
+    the files must hold the plain module's keys (found on a GPU run: '_orig_mod.' keys broke the export)."""
+    from fastai.learner import load_model
+
+    from fastseg.callbacks import BestCheckpoint
+    from fastseg.runs import load_checkpoint, save_checkpoint
+
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    learn = SimpleNamespace(model=torch.compile(plain), opt=None, path=tmp_path, model_dir="models")
+    best = BestCheckpoint()
+    best.learn = learn
+    best._save("best")
+    save_checkpoint(tmp_path / "last.pth", learn, epoch=1)
+    fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    load_model(tmp_path / "models" / "best.pth", fresh, None, with_opt=False)  # strict: raises on '_orig_mod.'
+    assert torch.equal(fresh[0].weight, plain[0].weight)
+    fresh.load_state_dict(load_checkpoint(tmp_path / "last.pth")["model"])
