@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -91,8 +92,12 @@ def main(argv=None) -> None:
     ap.add_argument("--bs", type=int, default=8, help="batch size")
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     ap.add_argument("--fastai-n", type=int, default=4, help="images for the slow learn.predict loop")
-    ap.add_argument("--workers", type=int, default=1, help="fastseg decode worker processes")
+    ap.add_argument("--workers", default="auto", help="fastseg decode worker processes [auto, as fastseg predict]")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds: every row once per round; medians reported (this machine's "
+                         "speed drifts by +-15%% over minutes, which a single pass per row turns into ratio noise)")
     args = ap.parse_args(argv)
+    workers = args.workers if args.workers == "auto" else int(args.workers)
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT))
     import warnings
@@ -101,83 +106,89 @@ def main(argv=None) -> None:
     from fastseg.config import PredictConfig
     from fastseg.predict import load, predict_paths
 
-    rows = []
-
-    def bench(name, fn, n):
-        fn_warm = fn(True)  # warm-up pass on one batch: allocator, ORT graph, worker start excluded
-        with PeakRSS() as mem:
-            t = time.perf_counter()
-            fn_warm()
-            dt = time.perf_counter() - t
-        rows.append((name, n / dt, mem.peak))
-        print(f"{name:<44} {n / dt:7.2f} img/s   peak RSS {mem.peak:7.0f} MiB", flush=True)
-
     with tempfile.TemporaryDirectory(prefix="fastseg-bench-") as tmp:
         work = Path(tmp)
         paths = make_images(work / "images", args.n, args.size)
         learn, pkl = build_exports(work, args.bs)
-        print(f"{args.n} images {args.size}x{args.size}, batch {args.bs}, {args.threads} threads, "
+        print(f"{args.n} images {args.size}x{args.size}, batch {args.bs}, {args.threads} threads, {args.rounds} rounds, "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
         ref = load(pkl, backend="torch")
         x = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
-        x = ((x.float() / 255) - ref.mean) / ref.std
+        x = ((x.float() / 255) - ref.mean) / ref.std  # contiguous NCHW, as a user's batch would be
         model = ref.model.eval()
 
-        def raw_torch(warm):
-            with torch.inference_mode():
-                model(x[: args.bs])
+        def raw_torch(batch):
             def run():
                 with torch.inference_mode():
-                    for k in range(0, len(x), args.bs):
-                        model(x[k:k + args.bs]).argmax(1)
+                    for k in range(0, len(batch), args.bs):
+                        model(batch[k:k + args.bs]).argmax(1)
             return run
 
-        bench("raw torch eager model(x) (ceiling)", raw_torch, args.n)
         onnx_pred = load(work / "model.onnx")
         sess = onnx_pred.backend.session
 
-        def raw_ort(warm):
+        def raw_ort():
             xn = x.numpy()
-            sess.run(None, {"input": xn[: args.bs]})
-            def run():
-                for k in range(0, len(xn), args.bs):
-                    sess.run(None, {"input": xn[k:k + args.bs]})[0].argmax(1)
-            return run
-
-        bench("raw onnxruntime session.run (ceiling)", raw_ort, args.n)
+            for k in range(0, len(xn), args.bs):
+                sess.run(None, {"input": xn[k:k + args.bs]})[0].argmax(1)
 
         def fastseg_with(pred):
-            cfg = PredictConfig(bs=args.bs, workers=args.workers)
+            cfg = PredictConfig(bs=args.bs, workers=workers)
 
-            def prepare(warm):
-                pred.predict(paths[: args.bs], bs=args.bs)
-                return lambda: predict_paths(pred, [str(work / "images")], work / "out", cfg)
-            return prepare
+            def run():
+                predict_paths(pred, [str(work / "images")], work / "out", cfg)
+            run.predictor = pred
+            return run
 
+        def fastai_loop():
+            with learn.no_bar():
+                for p in paths[: args.fastai_n]:
+                    learn.predict(p)
+
+        learn.model.eval()
+        rows = [("raw torch eager model(x) (ceiling)", raw_torch(x), args.n),
+                ("raw torch eager, channels_last input", raw_torch(x.contiguous(memory_format=torch.channels_last)),
+                 args.n),
+                ("raw onnxruntime session.run (ceiling)", raw_ort, args.n)]
         for name, pred in [("fastseg predict .pkl (backend torch)", ref),
                            ("fastseg predict .pkl (default: auto)", load(pkl)),
                            ("fastseg predict bundle (default: auto)", load(pkl.with_suffix(""))),
                            ("fastseg predict .onnx", onnx_pred)]:
-            bench(f"{name} [{pred.backend_note}]", fastseg_with(pred), args.n)
-
-        def fastai_loop(warm):
-            learn.model.eval()
-            with learn.no_bar():
-                learn.predict(paths[0])
-
-            def run():
+            rows.append((f"{name} [{pred.backend_note}]", fastseg_with(pred), args.n))
+        rows.append(("fastai learn.predict loop (floor)", fastai_loop, min(args.fastai_n, args.n)))
+        for name, fn, _ in rows:  # warm-up: allocator, ORT graph, worker start, first-call costs excluded
+            if "learn.predict" in name:
                 with learn.no_bar():
-                    for p in paths[: args.fastai_n]:
-                        learn.predict(p)
-            return run
-
-        bench("fastai learn.predict loop (floor)", fastai_loop, min(args.fastai_n, args.n))
-        speed = {name.split(" [")[0]: v for name, v, _ in rows}
-        t, o = speed["raw torch eager model(x) (ceiling)"], speed["raw onnxruntime session.run (ceiling)"]
-        print(f"\nfastseg .pkl torch / raw torch:   {speed['fastseg predict .pkl (backend torch)'] / t:.2f}x (goal >= 0.9)")
-        print(f"fastseg .onnx / raw onnxruntime:  {speed['fastseg predict .onnx'] / o:.2f}x")
-        print(f"fastseg .pkl auto / raw torch:    {speed['fastseg predict .pkl (default: auto)'] / t:.2f}x")
-        print(f"raw onnxruntime / raw torch:      {o / t:.2f}x (goal >= 2)")
+                    learn.predict(paths[0])
+            elif name.startswith("fastseg"):
+                fn.predictor.predict(paths[: args.bs], bs=args.bs)
+            else:
+                fn()
+        speeds: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+        peaks: dict[str, float] = {name: 0.0 for name, _, _ in rows}
+        for r in range(args.rounds):
+            for name, fn, n in rows:
+                with PeakRSS() as mem:
+                    t = time.perf_counter()
+                    fn()
+                    dt = time.perf_counter() - t
+                speeds[name].append(n / dt)
+                peaks[name] = max(peaks[name], mem.peak)
+                print(f"round {r + 1}: {name:<62} {n / dt:7.2f} img/s", flush=True)
+        med = {name.split(" [")[0]: statistics.median(v) for name, v in speeds.items()}
+        print("\n| path | img/s (median) | per round | peak RSS MiB |\n| --- | --- | --- | --- |")
+        for name, v in speeds.items():
+            print(f"| {name} | {statistics.median(v):.2f} | {', '.join(f'{a:.2f}' for a in v)} | {peaks[name]:.0f} |")
+        t, o = med["raw torch eager model(x) (ceiling)"], med["raw onnxruntime session.run (ceiling)"]
+        tcl = med["raw torch eager, channels_last input"]
+        ratio = [b / a for a, b in zip(speeds["raw torch eager model(x) (ceiling)"],
+                                       speeds["raw onnxruntime session.run (ceiling)"])]
+        print(f"\nfastseg .pkl torch / raw torch:        {med['fastseg predict .pkl (backend torch)'] / t:.2f}x (goal >= 0.9)")
+        print(f"fastseg .pkl auto / raw torch:         {med['fastseg predict .pkl (default: auto)'] / t:.2f}x")
+        print(f"fastseg .onnx / raw onnxruntime:       {med['fastseg predict .onnx'] / o:.2f}x")
+        print(f"raw onnxruntime / raw torch:           {o / t:.2f}x (goal >= 2); per round "
+              f"{', '.join(f'{a:.2f}' for a in ratio)}")
+        print(f"raw onnxruntime / torch channels_last: {o / tcl:.2f}x (torch's best eager layout, for reference)")
 
 
 if __name__ == "__main__":

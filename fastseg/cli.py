@@ -249,8 +249,9 @@ def lr_find_cmd(config_file, plot, **options):
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
               help="Overlap share between tiles (with --tile).")
 @click.option("--tta", is_flag=True, help="Average predictions over horizontal and vertical flips (3x the compute).")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Image-decoding worker processes (0: decode in the main process).")
+@click.option("--workers", type=AutoOrInt(0), default="auto", show_default=True,
+              help="Image-decoding worker processes, or auto (none on CPUs with <= 4 cores, where the model "
+                   "needs every core; else as for fit's --num-workers).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPU when installed (same masks, faster), else torch.")
 def predict(model, inputs, out, recursive, **options):

@@ -16,6 +16,7 @@ from torch import nn
 from .config import LOSS_CHOICES as LOSSES
 from .data import IGNORE_INDEX
 from .errors import ConfigError
+from .metrics import class_argmax
 
 __all__ = ["LOSSES", "SegLoss", "make_loss"]
 
@@ -58,7 +59,7 @@ class SegLoss(nn.Module):
         return F.softmax(x, dim=1)
 
     def decodes(self, x: torch.Tensor) -> torch.Tensor:
-        return x.argmax(dim=1)
+        return class_argmax(x)
 
 
 def make_loss(name: str, n_classes: int, class_weights: Sequence[float] | None = None) -> SegLoss:

