@@ -2,10 +2,12 @@
 
 Slices 0-23 train, 24-29 valid (a valid.txt in a temporary folder whose images/ and masks/ are
 symlinks to the shared files: nothing is copied into the project). Both train from random
-initialisation (``--weights none``) for about ``--minutes`` each and are evaluated the same way:
-the 6 validation slices at full 512x512 resolution, one confusion matrix, mIoU over
-membrane/interior. The epoch counts come from a timing probe of the model on this machine, so
-both get the same budget; the LR finder's time counts against fastseg's.
+initialisation (``--weights none``) and are evaluated the same way: the 6 validation slices at full
+512x512 resolution, one confusion matrix, mIoU over membrane/interior. fastseg runs with its
+defaults (bs auto, aug auto, LR finder, ce+dice) for about ``--minutes``: its epoch count comes
+from a timing probe of the model at its batch size, its time includes everything ``fit`` does (LR
+finder, validation, export, plots). The plain loop then gets the wall time fastseg actually took,
+so a wrong estimate cannot favour either side.
 
     python benchmarks/isbi_quality.py                 # ~4 minutes each, ~9 minutes in all
     python benchmarks/isbi_quality.py --minutes 0.5   # a quick smoke run
@@ -73,13 +75,13 @@ def random_crops(imgs, masks, n: int, rng: np.random.Generator):
     return to_input(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def seconds_per_step() -> float:
-    """Wall time of one training step (bs 8, 256 px crops) of the Unet on this machine, right now."""
+def seconds_per_step(bs: int = BS) -> float:
+    """Wall time of one training step (``bs`` 256 px crops) of the Unet on this machine, right now."""
     import segmentation_models_pytorch as smp
 
     model = smp.Unet(ENCODER, encoder_weights=None, classes=2)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x, y = torch.randn(BS, 3, CROP, CROP), torch.randint(0, 2, (BS, CROP, CROP))
+    x, y = torch.randn(bs, 3, CROP, CROP), torch.randint(0, 2, (bs, CROP, CROP))
     times = []
     for _ in range(4):
         t = time.perf_counter()
@@ -133,14 +135,16 @@ def run_fastseg(data: Path, work: Path, epochs: int) -> tuple[dict, float, dict]
     from fastseg.evaluate import evaluate
     from fastseg.train import fit
 
-    cfg = FitConfig(data=str(data), epochs=epochs, weights="none", size=CROP, bs=BS, runs_dir=str(work / "runs"),
-                    name="isbi", export=str(work / "isbi.pkl"))
+    cfg = FitConfig(data=str(data), epochs=epochs, weights="none", runs_dir=str(work / "runs"), name="isbi",
+                    export=str(work / "isbi.pkl"))  # defaults otherwise: size 256, bs auto, aug auto, lr auto
     t0 = time.perf_counter()
     result = fit(cfg)
     seconds = time.perf_counter() - t0
     scores = evaluate(result.export, data, split="valid").scores
+    config = json.loads((result.run / "config.json").read_text())
     return scores, seconds, {"lr": result.lr, "lr_source": result.lr_source, "best_epoch": result.best_epoch,
-                             "epochs": epochs, "run": str(result.run)}
+                             "epochs": epochs, "bs": result.bs, "aug": result.aug, "config_aug": config["aug"],
+                             "run": str(result.run)}
 
 
 def main(argv=None) -> int:
@@ -154,22 +158,28 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(os.cpu_count() or 1)
     budget = args.minutes * 60
-    sps = seconds_per_step()
-    plain_epochs = max(1, int(budget / (sps * (48 // BS))))
-    # fastseg sees each of the 24 slices once per epoch (3 steps of 8); ~12% of the budget is left for
-    # the LR finder and the per-epoch validation, which the plain loop does not do.
-    fs_epochs = max(1, int(0.88 * budget / (sps * (24 // BS))))
-    print(f"probe: {sps:.2f} s/step -> plain {plain_epochs} epochs, fastseg {fs_epochs} epochs", flush=True)
+    from fastseg.device import CPU_BS_CAP
+
+    fs_bs = min(CPU_BS_CAP, 24)  # what fastseg's --bs auto picks on a CPU (printed in its run)
+    sps_fs = seconds_per_step(fs_bs)
+    # fastseg sees each of the 24 slices once per epoch (24 / bs steps) and validates on 6 centre crops
+    # (~half a step); LR finder, batch-size probe, data set-up, export and plots cost ~13 steps in all
+    # (measured: ~28 s when a step of 4 takes 2.1 s)
+    fs_epochs = max(1, int((budget - 13 * sps_fs) / (sps_fs * (24 // fs_bs + 0.5))))
+    print(f"probe: {sps_fs:.2f} s per step of {fs_bs} -> fastseg {fs_epochs} epochs", flush=True)
     with tempfile.TemporaryDirectory(prefix="isbi-bench-") as tmp:
         work = args.keep or Path(tmp)
         data = linked_dataset(args.data, Path(tmp) / "data")
         fs_scores, fs_s, fs_info = run_fastseg(data, work, fs_epochs)
         print(f"fastseg: mIoU {fs_scores['miou']:.4f} in {fs_s:.0f} s ({fs_info})", flush=True)
+        sps = seconds_per_step()
+        plain_epochs = max(1, round(fs_s / (sps * (48 // BS))))  # the wall time fastseg took
+        print(f"probe: {sps:.2f} s per step of {BS} -> plain {plain_epochs} epochs of 48 crops", flush=True)
         model, plain_s = plain_loop(data, plain_epochs)
         plain_scores = evaluate_model(model, data)
         print(f"plain:   mIoU {plain_scores['miou']:.4f} in {plain_s:.0f} s ({plain_epochs} epochs)", flush=True)
     report = {
-        "budget_s": budget, "probe_s_per_step": sps,
+        "budget_s": budget, "probe_s_per_step": {f"bs{fs_bs}": sps_fs, f"bs{BS}": sps},
         "fastseg": {"miou": fs_scores["miou"], "membrane_iou": fs_scores["per_class"]["membrane"]["iou"],
                     "seconds": fs_s, **fs_info},
         "plain": {"miou": plain_scores["miou"], "membrane_iou": plain_scores["per_class"]["membrane"]["iou"],

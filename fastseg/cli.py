@@ -62,7 +62,8 @@ def data_model_options(f):
                      help="JSON/YAML file of options; options given here override it."),
         click.option("--data", type=click.Path(), help=f"Data folder with images/ and masks/.  [default: {DEFAULTS.data}]"),
         click.option("--bs", type=AutoOrInt(1),
-                     help=f"Batch size, or 'auto': the largest that fits the device (printed).  [default: {DEFAULTS.bs}]"),
+                     help="Batch size, or 'auto': 4 on CPU (more steps, same speed per image), the largest that "
+                          f"fits on a GPU; printed.  [default: {DEFAULTS.bs}]"),
         click.option("--size", type=click.IntRange(min=32),
                      help="Training crop side, a multiple of 32.  [default: min(256, smallest image side)]"),
         click.option("--encoder", help=f"SMP encoder name.  [default: {DEFAULTS.encoder}]"),
@@ -95,7 +96,7 @@ def layout_options(f):
 
 def training_options(f):
     """Options of ``fit`` only: the run folder, resuming, recipe, loss, augmentation, precision."""
-    from .config import LOSS_CHOICES
+    from .config import AUG_CHOICES, LOSS_CHOICES
 
     opts = [
         click.option("--name", help="Run folder name under --runs-dir (never overwritten).  [default: a timestamp]"),
@@ -107,7 +108,11 @@ def training_options(f):
                      help=f"Pretrained encoders: epochs with a frozen encoder first.  [default: {DEFAULTS.freeze_epochs}]"),
         click.option("--loss", type=click.Choice(LOSS_CHOICES), help=f"Training loss.  [default: {DEFAULTS.loss}]"),
         click.option("--class-weights", help="Comma-separated weight per class, in codes order (e.g. 1,5).  [default: equal]"),
-        click.option("--aug/--no-aug", default=None, help="Augmentation (flips, rotation, zoom, lighting, warp).  [default: on]"),
+        click.option("--aug", type=click.Choice(AUG_CHOICES),
+                     help="Augmentation: full (flips, rotation, zoom, lighting, warp), flips (the 8 exact flips/"
+                          "90-degree turns), none; auto: full for runs of >= 1000 optimiser steps, else none "
+                          f"(printed).  [default: {DEFAULTS.aug}]"),
+        click.option("--no-aug", is_flag=True, default=None, help="Same as --aug none."),
         click.option("--fp16/--no-fp16", default=None, help="Mixed precision on CUDA (ignored on CPU).  [default: on]"),
     ]
     for opt in reversed(opts):
@@ -132,6 +137,8 @@ def speed_options(f):
 
 def build_config(config_file: str | None, **options) -> FitConfig:
     """The CLI's options (only those given) over the config file's over the defaults."""
+    if options.pop("no_aug", None):
+        options["aug"] = "none"
     given = {k: v for k, v in options.items() if v is not None}
     if config_file:
         return FitConfig.from_file(config_file, **given)

@@ -28,6 +28,7 @@ WEIGHT_CHOICES = ("imagenet", "none")
 LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc")  # fastseg.layouts.LAYOUTS, plus auto
 LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.losses implements each
 CACHE_CHOICES = ("auto", "ram", "none")
+AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.augment.seg_batch_tfms builds each
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class FitConfig:
     data: str = "data"  # the embedded demo set, so `fastseg fit` works out of the box
     epochs: int = 25  # the reference run's length; enough for the demo set to converge from scratch
     lr: float | str = "auto"  # "auto" runs the LR finder (between its valley and minimum suggestions)
-    bs: int | str = 8  # fits a 256 px Unet-b0 on CPU RAM and any GPU; small sets still get several steps
+    bs: int | str = "auto"  # CPU: 4 (bigger batches are no faster per image, only fewer steps); GPU: largest that fits
     size: int | None = None  # None: min(256, smallest image side) rounded down to a multiple of 32
     encoder: str = "timm-efficientnet-b0"  # small, fast, strong ImageNet encoder (the reference run)
     weights: str = "imagenet"  # pretrained encoders converge faster; "none" or a local file also work
@@ -54,7 +55,7 @@ class FitConfig:
     freeze_epochs: int = 1  # pretrained encoders only: one epoch to fit the new decoder before unfreezing
     loss: str = "ce+dice"  # CE for calibrated pixels + Dice for thin/small classes that CE under-weights
     class_weights: tuple[float, ...] | None = None  # per-class CE/Dice weights in codes order; None: equal
-    aug: bool = True  # fastseg.augment's recipe; False: only normalisation (debugging, tiny ablations)
+    aug: str = "auto"  # auto: full recipe for runs of >= 1000 optimiser steps, none for shorter ones (they underfit)
     fp16: bool = True  # mixed precision + channels_last on CUDA (~2x faster, same accuracy); ignored on CPU
     lr_find_size: int = 64  # LR-finder crop side: small crops make the finder cheap; the LR transfers to larger crops
     num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
@@ -88,6 +89,10 @@ class FitConfig:
             raise ConfigError(f"num_workers must be 'auto' or 0 or more, got {self.num_workers!r}")
         if self.cache not in CACHE_CHOICES:
             raise ConfigError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {self.cache!r}")
+        if isinstance(self.aug, bool):  # config files written before the levels: true was the full recipe
+            object.__setattr__(self, "aug", "full" if self.aug else "none")
+        if self.aug not in AUG_CHOICES:
+            raise ConfigError(f"aug must be one of {', '.join(AUG_CHOICES)}, got {self.aug!r}")
         self._check_training_options()
 
     def _check_training_options(self) -> None:

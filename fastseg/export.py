@@ -25,9 +25,15 @@ SAMPLE = (2, 3, 96, 128)  # check input: batch and shape unlike the export trace
 
 
 def export_learner(learn, dest: str | Path) -> Path:
-    """``learn.export`` to a temporary file beside ``dest``, then rename: never a half-written model."""
+    """``learn.export`` to a temporary file beside ``dest``, then rename: never a half-written model.
+
+    The export's crop transform is saved in whole-image mode, so fastai's ``learn.predict`` on the
+    loaded learner segments whole images (padded to /32), not the centre crop validation used.
+    """
+    from .transforms import whole_image_inference
+
     dest = Path(dest).absolute()
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp, whole_image_inference(learn):
         learn.export(tmp)  # an absolute fname: learn.path / tmp == tmp
     return dest
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .config import FitConfig, Notify, silent
-from .augment import seg_batch_tfms
+from .augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
 from .data import DataSpec, read_image
 from .images import MaskDecoder
 
@@ -106,7 +106,7 @@ def cache_bytes(spec: DataSpec) -> int:
 
 
 def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None, cache: bool = False,
-                     aug: bool = True):
+                     aug: str | bool = "full"):
     """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine.
 
     ``cache``: decode every image and mask once now and serve batches from RAM (``dls.fastseg_cache``
@@ -115,16 +115,19 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     """
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
-    from fastai.vision.augment import RandomCrop, Resize
+    from fastai.vision.augment import Resize
     from fastai.vision.data import ImageBlock, MaskBlock
+
+    from .transforms import SegCrop
 
     samples = list(spec.train) + list(spec.valid)
     items = [s.image for s in samples]
     masks = {str(s.image): str(s.mask) for s in samples}
     valid_idx = list(range(len(spec.train), len(samples)))
-    # Crop rather than down-scale large images, so thin structures keep their width in pixels.
-    item_tfms = [RandomCrop(size)] if spec.min_side >= size else [Resize(size)]
-    batch_tfms = seg_batch_tfms(aug)  # fastseg.augment: the recipe, or only normalisation when aug is False
+    # Crop rather than down-scale large images, so thin structures keep their width in pixels;
+    # SegCrop = RandomCrop that the export switches to whole images (fastseg.transforms).
+    item_tfms = [SegCrop(size)] if spec.min_side >= size else [Resize(size)]
+    batch_tfms = seg_batch_tfms(aug)  # fastseg.augment: full / flips / none (normalisation only)
     get_x, get_y = ImageForPath(), MaskForImage(masks, spec.decoder)
     if cache:
         get_x.preload(items)
@@ -137,6 +140,7 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     dls = block.dataloaders(items, bs=bs, num_workers=num_workers, device=device, pin_memory=pin,
                             val_bs=bs, drop_last=len(spec.train) > bs)
     dls.fastseg_cache = "ram" if cache else "none"
+    dls.fastseg_aug = aug
     return dls
 
 
@@ -160,4 +164,9 @@ def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = 
     if cfg.cache == "auto" and not cache:
         notify(f"not caching images in RAM: the decoded set needs {needed / 2**20:.0f} MiB "
                f"(--cache ram to force, --cache none to silence)")
-    return make_dataloaders(spec, size=size, bs=bs, num_workers=workers, device=device, cache=cache, aug=cfg.aug)
+    steps = cfg.epochs * max(1, len(spec.train) // bs)
+    aug = resolve_aug(cfg.aug, steps)
+    if cfg.aug == "auto":
+        notify(f"augmentation: {aug} (auto: {steps} optimiser steps {'>=' if aug == 'full' else '<'} "
+               f"{AUG_FULL_STEPS}; --aug full|flips|none to choose)")
+    return make_dataloaders(spec, size=size, bs=bs, num_workers=workers, device=device, cache=cache, aug=aug)

@@ -82,6 +82,8 @@ class FitResult:
     run: Path | None = None  # the run folder (config.json, history.csv, plots, checkpoints)
     best_epoch: int | None = None  # the epoch whose weights were exported
     stopped_early: bool = False  # --patience ended the run before its last epoch
+    bs: int | None = None  # the batch size trained with (after --bs auto), per process
+    aug: str | None = None  # the augmentation level trained with (after --aug auto)
 
 
 def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None = None,
@@ -125,7 +127,8 @@ def find_lr(learn: Learner, spec: DataSpec, cfg: FitConfig) -> LRFindResult:
     """The LR finder on ``cfg.lr_find_size`` crops (cheap; the rate carries over to the training size)."""
     size = min(cfg.lr_find_size, auto_size(spec, cfg.size))
     full = learn.dls
-    learn.dls = make_dataloaders(spec, size=size, bs=full.train.bs, num_workers=full.train.num_workers, aug=cfg.aug,
+    learn.dls = make_dataloaders(spec, size=size, bs=full.train.bs, num_workers=full.train.num_workers,
+                                 aug=getattr(full, "fastseg_aug", "full"),
                                  device=full.device, cache=getattr(full, "fastseg_cache", "none") == "ram")
     try:
         return run_lr_find(learn, cfg.lr_find_iters)
@@ -311,19 +314,22 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
     if not main:
         barrier()  # DDP: wait for rank 0's export, so no rank returns before the files are complete
         return FitResult(export=Path(cfg.export).absolute(), lr=lr, lr_source=how, weights=winfo, metrics=best_scores,
-                         history=history, lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped)
+                         history=history, lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped,
+                         bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None))
     path = export_learner(learn, cfg.export)
     export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
     write_json(run / "metrics.json", {
         "final": {"epoch": len(cms) - 1, **final}, "best": {"epoch": best_epoch, **best_scores},
         "lr": lr, "lr_source": how, "epochs_run": len(cms), "stopped_early": stopped, "export": str(path),
+        "bs": learn.dls.train.bs, "aug": getattr(learn.dls, "fastseg_aug", None),
         "weights": {"requested": winfo.requested, "loaded": winfo.loaded, "source": winfo.source},
         "lr_find": None if found is None else found.suggestions,
     })
     write_run_plots(run, learn, spec, history, cms[best_epoch])
     barrier()
     return FitResult(export=path, lr=lr, lr_source=how, weights=winfo, metrics=best_scores, history=history,
-                     lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped)
+                     lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped,
+                     bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None))
 
 
 def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:

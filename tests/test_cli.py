@@ -133,7 +133,7 @@ def test_fit_bs_auto_prints_choice_and_trains(runner, tiny_data, tmp_path):
     res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--bs", "auto", "--epochs", "1", "--lr", "1e-3",
                                "--weights", "none", "--cache", "ram", "--export", str(out)])
     assert res.exit_code == 0, res.output
-    assert "batch size 8 (--bs auto: " in res.output  # the 8 training images cap it
+    assert "batch size 4 (--bs auto: " in res.output  # CPU: CPU_BS_CAP
     assert out.is_file()
 
 
@@ -147,3 +147,16 @@ def test_bad_speed_options_name_the_choices(runner, args, message):
     res = runner.invoke(main, ["fit", *args])
     assert res.exit_code == 2
     assert res.output.strip().splitlines()[-1] == f"Error: {message}"
+
+
+def test_aug_options_build_the_config():
+    from fastseg.cli import build_config
+
+    assert build_config(None, aug=None, no_aug=None).aug == "auto"
+    assert build_config(None, aug="flips", no_aug=None).aug == "flips"
+    assert build_config(None, aug=None, no_aug=True).aug == "none"
+
+
+def test_invalid_aug_lists_choices(runner):
+    res = runner.invoke(main, ["fit", "--aug", "heavy"])
+    assert res.exit_code == 2 and "'heavy' is not one of 'auto', 'full', 'flips', 'none'" in res.output

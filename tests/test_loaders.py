@@ -84,8 +84,8 @@ def test_dataloaders_for_bs_auto_reports_choice(tiny_data):
     spec = discover(tiny_data)
     said = []
     dls = dataloaders_for(FitConfig(data=str(tiny_data), bs="auto"), spec, 64, notify=said.append)
-    assert dls.train.bs == 8  # capped by the 8 training images
-    assert said and said[0].startswith("batch size 8 (--bs auto: ")
+    assert dls.train.bs == 4  # CPU: CPU_BS_CAP (the 8 training images would allow 8)
+    assert said and said[0].startswith("batch size 4 (--bs auto: ")
 
 
 def test_isbi_cached_batches_are_binary_classes(isbi):
@@ -95,3 +95,52 @@ def test_isbi_cached_batches_are_binary_classes(isbi):
     assert x.shape == (4, 3, 128, 128) and x.dtype == torch.float32
     assert set(torch.unique(y).tolist()) <= {0, 1}
     assert dls.fastseg_cache == "ram"
+
+
+def test_segcrop_crops_during_fit_and_passes_whole_images_for_the_export(tiny_data):
+    """Random/centre 32 px crops while training; whole (64 px, already a multiple of 32) images only
+    inside ``whole_image_inference`` (what export_learner pickles), and back to crops after it."""
+    from types import SimpleNamespace
+
+    from fastseg.transforms import SegCrop, whole_image_inference
+
+    dls = make_dataloaders(discover(tiny_data), size=32, bs=2)
+    assert any(isinstance(t, SegCrop) for t in dls.valid.after_item.fs)
+    x, y = dls.valid.one_batch()
+    assert x.shape[-2:] == (32, 32) and y.shape[-2:] == (32, 32)
+    with whole_image_inference(SimpleNamespace(dls=dls)) as crops:
+        assert crops and all(t.whole for t in crops)
+        x, y = dls.valid.one_batch()
+        assert x.shape[-2:] == (64, 64) and y.shape[-2:] == (64, 64)
+        assert dls.train.one_batch()[0].shape[-2:] == (32, 32)  # training still crops
+    x, _ = dls.valid.one_batch()
+    assert x.shape[-2:] == (32, 32) and not any(t.whole for t in crops)
+
+
+def test_aug_levels_and_the_auto_rule():
+    from fastseg.augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
+    from fastseg.errors import ConfigError
+
+    assert resolve_aug("auto", AUG_FULL_STEPS) == "full" and resolve_aug("auto", AUG_FULL_STEPS - 1) == "none"
+    assert resolve_aug("flips", 1) == "flips" and resolve_aug(True, 1) == "full" and resolve_aug(False, 10**6) == "none"
+    names = {level: [type(t).__name__ for t in seg_batch_tfms(level)] for level in ("full", "flips", "none")}
+    assert names["none"] == ["Normalize"]
+    assert names["flips"] == ["Dihedral", "Normalize"]
+    assert len(names["full"]) > 2 and names["full"][-1] == "Normalize"
+    assert FitConfig(aug=True).aug == "full" and FitConfig(aug=False).aug == "none"  # old config.json files
+    with pytest.raises(ConfigError, match="aug must be one of auto, full, flips, none, got 'heavy'"):
+        FitConfig(aug="heavy")
+
+
+def test_dataloaders_for_reports_the_auto_aug_choice(tiny_data):
+    spec = discover(tiny_data)
+    said = []
+    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, epochs=3), spec, 64, notify=said.append)
+    assert dls.fastseg_aug == "none"
+    assert any(m.startswith("augmentation: none (auto: 6 optimiser steps < 1000") for m in said)
+    said.clear()
+    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, epochs=500), spec, 64, notify=said.append)
+    assert dls.fastseg_aug == "full" and any("1000 optimiser steps >= 1000" in m for m in said)
+    said.clear()
+    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, aug="flips"), spec, 64, notify=said.append)
+    assert dls.fastseg_aug == "flips" and not any(m.startswith("augmentation") for m in said)

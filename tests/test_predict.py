@@ -73,10 +73,11 @@ def test_tile_on_image_four_times_training_size_matches_whole_image(torch_predic
     assert tiled[0].shape == big.shape[:2]
     assert np.allclose(tp[0].astype(np.float32).sum(0), 1, atol=1e-2)
     # the 1-epoch model's class probabilities are nearly uniform, so argmax flips on tiny changes:
-    # compare probabilities (measured: mean |diff| 0.003, argmax agreement 0.89)
+    # compare probabilities (measured: mean |diff| 0.003)
     diff = np.abs(tp[0].astype(np.float32) - wp[0].astype(np.float32))
     assert diff.mean() < 0.01 and diff.max() < 0.1
-    assert (tiled[0] == whole[0]).mean() >= 0.8
+    # (no argmax-agreement check: with nearly uniform probabilities, top-2 gap < 0.05 on > 99% of the
+    # pixels, it measures noise; test_tiling_blends_to_the_whole_image_result_for_a_local_model checks masks)
     # a tile as large as the image is exactly the whole-image pass
     same = torch_predictor.predict([big], tile=4 * size)
     assert np.array_equal(same[0], whole[0])

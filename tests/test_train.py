@@ -18,6 +18,7 @@ def test_fit_exports_and_reports(trained):
     assert set(m["per_class"]) == {"background", "disc", "square", "triangle"}
     assert len(trained.history) == 1 and {"train_loss", "valid_loss", "miou", "dice"} <= set(trained.history[0])
     assert not trained.weights.loaded
+    assert trained.bs == 4 and trained.aug == "none"  # given bs; aug auto: 2 optimiser steps < 1000
     assert not list(trained.export.parent.glob(".*.tmp"))  # atomic write left nothing behind
 
 
@@ -68,6 +69,29 @@ def test_predictor_agrees_with_learn_predict(trained, tiny_data):
     ref = np.asarray(learn.predict(img)[0])
     ours = fastseg.load(trained.export).predict([img])[0]
     assert (ref == ours).mean() > 0.999
+
+
+def test_learn_predict_on_the_export_segments_the_whole_of_a_large_image(trained, tiny_data, tmp_path):
+    """Training crops to 64 px and validates on centre crops; the exported learner's predict must
+    still see all of a 100x75 image (padded to 128x96 at the right/bottom), not its 64x64 centre."""
+    import warnings
+
+    import fastseg
+    from fastai.learner import load_learner
+
+    from fastseg.transforms import SegCrop
+
+    big = tmp_path / "big.png"
+    Image.open(sorted((tiny_data / "images").iterdir())[2]).convert("RGB").resize((100, 75)).save(big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learn = load_learner(trained.export)
+    crops = [t for t in learn.dls.valid.after_item.fs if isinstance(t, SegCrop)]
+    assert len(crops) == 1 and crops[0].whole
+    mask = np.asarray(learn.predict(big)[0])
+    assert mask.shape == (96, 128)
+    ours = fastseg.load(trained.export).predict([big])[0]
+    assert ours.shape == (75, 100) and (mask[:75, :100] == ours).mean() > 0.99
 
 
 def test_seed_gives_same_metrics(tiny_data, tmp_path):
