@@ -158,14 +158,14 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(os.cpu_count() or 1)
     budget = args.minutes * 60
-    from fastseg.device import CPU_BS_CAP
+    from fastseg.config import FitConfig
 
-    fs_bs = min(CPU_BS_CAP, 24)  # what fastseg's --bs auto picks on a CPU (printed in its run)
+    fs_bs = FitConfig().bs  # fastseg's default batch size
     sps_fs = seconds_per_step(fs_bs)
     # fastseg sees each of the 24 slices once per epoch (24 / bs steps) and validates on 6 centre crops
-    # (~half a step); LR finder, batch-size probe, data set-up, export and plots cost ~13 steps in all
-    # (measured: ~28 s when a step of 4 takes 2.1 s)
-    fs_epochs = max(1, int((budget - 13 * sps_fs) / (sps_fs * (24 // fs_bs + 0.5))))
+    # (~half a step of 4); LR finder, data set-up, export and plots cost ~25 s (measured when a step of 4
+    # took 2.1 s: 12 steps of 4, 6 of 8)
+    fs_epochs = max(1, int((budget - 12 * 4 / fs_bs * sps_fs) / (sps_fs * (24 // fs_bs + 2 / fs_bs))))
     print(f"probe: {sps_fs:.2f} s per step of {fs_bs} -> fastseg {fs_epochs} epochs", flush=True)
     with tempfile.TemporaryDirectory(prefix="isbi-bench-") as tmp:
         work = args.keep or Path(tmp)

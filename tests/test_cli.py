@@ -133,7 +133,7 @@ def test_fit_bs_auto_prints_choice_and_trains(runner, tiny_data, tmp_path):
     res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--bs", "auto", "--epochs", "1", "--lr", "1e-3",
                                "--weights", "none", "--cache", "ram", "--export", str(out)])
     assert res.exit_code == 0, res.output
-    assert "batch size 4 (--bs auto: " in res.output  # CPU: CPU_BS_CAP
+    assert "batch size 8 (--bs auto: " in res.output  # the 8 training images cap it
     assert out.is_file()
 
 

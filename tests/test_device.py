@@ -64,8 +64,8 @@ def test_probe_step_measures_activations_linear_in_batch(unet):
 def test_auto_batch_size_cpu_caps(unet):
     bs, why = auto_batch_size(unet, 64, CPU, n_train=100, free_bytes=10**12)
     assert bs == CPU_BS_CAP and why.startswith("CPU: ")
-    bs, _ = auto_batch_size(unet, 64, CPU, n_train=3, free_bytes=10**12)
-    assert bs == 2  # largest power of two not above the 3 training images
+    bs, _ = auto_batch_size(unet, 64, CPU, n_train=6, free_bytes=10**12)
+    assert bs == 4  # largest power of two not above the 6 training images
 
 
 def test_auto_batch_size_cpu_backs_off_to_free_ram(unet):

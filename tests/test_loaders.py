@@ -84,8 +84,8 @@ def test_dataloaders_for_bs_auto_reports_choice(tiny_data):
     spec = discover(tiny_data)
     said = []
     dls = dataloaders_for(FitConfig(data=str(tiny_data), bs="auto"), spec, 64, notify=said.append)
-    assert dls.train.bs == 4  # CPU: CPU_BS_CAP (the 8 training images would allow 8)
-    assert said and said[0].startswith("batch size 4 (--bs auto: ")
+    assert dls.train.bs == 8  # capped by the 8 training images
+    assert said and said[0].startswith("batch size 8 (--bs auto: ")
 
 
 def test_isbi_cached_batches_are_binary_classes(isbi):

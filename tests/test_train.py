@@ -18,7 +18,7 @@ def test_fit_exports_and_reports(trained):
     assert set(m["per_class"]) == {"background", "disc", "square", "triangle"}
     assert len(trained.history) == 1 and {"train_loss", "valid_loss", "miou", "dice"} <= set(trained.history[0])
     assert not trained.weights.loaded
-    assert trained.bs == 4 and trained.aug == "none"  # given bs; aug auto: 2 optimiser steps < 1000
+    assert trained.bs == 4 and trained.aug == "none"  # the given bs; aug auto: 2 optimiser steps < 1000
     assert not list(trained.export.parent.glob(".*.tmp"))  # atomic write left nothing behind
 
 
