@@ -109,7 +109,10 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="fastseg-bench-") as tmp:
         work = Path(tmp)
         paths = make_images(work / "images", args.n, args.size)
-        learn, pkl = build_exports(work, args.bs)
+        _, pkl = build_exports(work, args.bs)
+        from fastai.learner import load_learner
+
+        learn = load_learner(pkl)  # the deployable learner: its predict sees whole images (padded to /32)
         print(f"{args.n} images {args.size}x{args.size}, batch {args.bs}, {args.threads} threads, {args.rounds} rounds, "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
         ref = load(pkl, backend="torch")
