@@ -4,7 +4,7 @@ Slices 0-23 train, 24-29 valid (a valid.txt in a temporary folder whose images/ 
 symlinks to the shared files: nothing is copied into the project). Both train from random
 initialisation (``--weights none``) and are evaluated the same way: the 6 validation slices at full
 512x512 resolution, one confusion matrix, mIoU over membrane/interior. fastseg runs with its
-defaults (bs auto, aug auto, LR finder, ce+dice) for about ``--minutes``: its epoch count comes
+defaults (bs 8, aug auto, progressive auto, LR finder, ce+dice) for about ``--minutes``: its epoch count comes
 from a timing probe of the model at its batch size, its time includes everything ``fit`` does (LR
 finder, validation, export, plots). The plain loop then gets the wall time fastseg actually took,
 so a wrong estimate cannot favour either side.
@@ -136,7 +136,7 @@ def run_fastseg(data: Path, work: Path, epochs: int) -> tuple[dict, float, dict]
     from fastseg.train import fit
 
     cfg = FitConfig(data=str(data), epochs=epochs, weights="none", runs_dir=str(work / "runs"), name="isbi",
-                    export=str(work / "isbi.pkl"))  # defaults otherwise: size 256, bs auto, aug auto, lr auto
+                    export=str(work / "isbi.pkl"))  # defaults otherwise: size 256, bs 8, aug auto, progressive auto, lr auto
     t0 = time.perf_counter()
     result = fit(cfg)
     seconds = time.perf_counter() - t0
@@ -144,6 +144,7 @@ def run_fastseg(data: Path, work: Path, epochs: int) -> tuple[dict, float, dict]
     config = json.loads((result.run / "config.json").read_text())
     return scores, seconds, {"lr": result.lr, "lr_source": result.lr_source, "best_epoch": result.best_epoch,
                              "epochs": epochs, "bs": result.bs, "aug": result.aug, "config_aug": config["aug"],
+                             "progressive": result.progressive,
                              "run": str(result.run)}
 
 

@@ -95,7 +95,7 @@ def layout_options(f):
 
 def training_options(f):
     """Options of ``fit`` only: the run folder, resuming, recipe, loss, augmentation, precision."""
-    from .config import AUG_CHOICES, LOSS_CHOICES
+    from .config import AUG_CHOICES, LOSS_CHOICES, PROGRESSIVE_CHOICES
 
     opts = [
         click.option("--name", help="Run folder name under --runs-dir (never overwritten).  [default: a timestamp]"),
@@ -112,6 +112,10 @@ def training_options(f):
                           "90-degree turns), none; auto: full for runs of >= 1000 optimiser steps, else none "
                           f"(printed).  [default: {DEFAULTS.aug}]"),
         click.option("--no-aug", is_flag=True, default=None, help="Same as --aug none."),
+        click.option("--progressive", type=click.Choice(PROGRESSIVE_CHOICES),
+                     help="Progressive resizing: the first half of the epochs on half-size crops (4 per image, "
+                          "so an epoch covers as many pixels), then full size; validation always at full size. "
+                          f"auto: on when images are at least twice the crop side (printed).  [default: {DEFAULTS.progressive}]"),
         click.option("--fp16/--no-fp16", default=None, help="Mixed precision on CUDA (ignored on CPU).  [default: on]"),
     ]
     for opt in reversed(opts):

@@ -29,6 +29,7 @@ LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc")  # fastseg.
 LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.losses implements each
 CACHE_CHOICES = ("auto", "ram", "none")
 AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.augment.seg_batch_tfms builds each
+PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.train.progressive_size decides "auto"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class FitConfig:
     lr_find_size: int = 64  # LR-finder crop side: small crops make the finder cheap; the LR transfers to larger crops
     num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
     cache: str = "auto"  # auto: keep decoded images in RAM when they need <= 25% of free RAM (decode once, not per epoch)
+    progressive: str = "auto"  # auto: half-size crops for the first half of the epochs when images are >= 2x the crop
     compile: bool = False  # off: compiling takes minutes, which short and CPU runs never win back (unmeasured on GPU)
 
     def __post_init__(self) -> None:
@@ -93,6 +95,8 @@ class FitConfig:
             object.__setattr__(self, "aug", "full" if self.aug else "none")
         if self.aug not in AUG_CHOICES:
             raise ConfigError(f"aug must be one of {', '.join(AUG_CHOICES)}, got {self.aug!r}")
+        if self.progressive not in PROGRESSIVE_CHOICES:
+            raise ConfigError(f"progressive must be one of {', '.join(PROGRESSIVE_CHOICES)}, got {self.progressive!r}")
         self._check_training_options()
 
     def _check_training_options(self) -> None:

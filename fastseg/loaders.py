@@ -16,7 +16,8 @@ from .augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
 from .data import DataSpec, read_image
 from .images import MaskDecoder
 
-__all__ = ["ImageForPath", "MaskForImage", "auto_size", "make_dataloaders", "cache_bytes", "dataloaders_for"]
+__all__ = ["ImageForPath", "MaskForImage", "auto_size", "make_dataloaders", "cache_bytes", "dataloaders_for",
+           "train_crops_like"]
 
 
 def _open_image(path) -> np.ndarray:
@@ -106,12 +107,13 @@ def cache_bytes(spec: DataSpec) -> int:
 
 
 def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None, cache: bool = False,
-                     aug: str | bool = "full"):
+                     aug: str | bool = "full", repeats: int = 1):
     """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine.
 
     ``cache``: decode every image and mask once now and serve batches from RAM (``dls.fastseg_cache``
     says which). Batch transforms (augmentation, normalisation) run on ``device``; on CUDA the
-    DataLoader pins its batches for asynchronous host-to-device copies.
+    DataLoader pins its batches for asynchronous host-to-device copies. ``repeats``: each training
+    image appears that many times per epoch (each time with its own random crop).
     """
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
@@ -120,25 +122,27 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
 
     from .transforms import SegCrop
 
-    samples = list(spec.train) + list(spec.valid)
+    samples = list(spec.train) * repeats + list(spec.valid)
     items = [s.image for s in samples]
     masks = {str(s.image): str(s.mask) for s in samples}
-    valid_idx = list(range(len(spec.train), len(samples)))
+    n_train = len(spec.train) * repeats
+    valid_idx = list(range(n_train, len(samples)))
     # Crop rather than down-scale large images, so thin structures keep their width in pixels;
     # SegCrop = RandomCrop that the export switches to whole images (fastseg.transforms).
     item_tfms = [SegCrop(size)] if spec.min_side >= size else [Resize(size)]
     batch_tfms = seg_batch_tfms(aug)  # fastseg.augment: full / flips / none (normalisation only)
     get_x, get_y = ImageForPath(), MaskForImage(masks, spec.decoder)
     if cache:
-        get_x.preload(items)
-        get_y.preload(items)
+        unique = list(dict.fromkeys(items))
+        get_x.preload(unique)
+        get_y.preload(unique)
     block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))),
                       get_x=get_x, get_y=get_y,
                       splitter=IndexSplitter(valid_idx),
                       item_tfms=item_tfms, batch_tfms=batch_tfms)
     pin = device is not None and torch.device(device).type == "cuda"
     dls = block.dataloaders(items, bs=bs, num_workers=num_workers, device=device, pin_memory=pin,
-                            val_bs=bs, drop_last=len(spec.train) > bs)
+                            val_bs=bs, drop_last=n_train > bs)
     dls.fastseg_cache = "ram" if cache else "none"
     dls.fastseg_aug = aug
     return dls
@@ -158,15 +162,31 @@ def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = 
         bs, why = auto_batch_size(probe, size, device, n_train=len(spec.train))
         del probe
         notify(f"batch size {bs} (--bs auto: {why})")
-    workers = resolve_num_workers(cfg.num_workers, device)
     needed = cache_bytes(spec)
     cache = resolve_cache(cfg.cache, needed)
     if cfg.cache == "auto" and not cache:
         notify(f"not caching images in RAM: the decoded set needs {needed / 2**20:.0f} MiB "
                f"(--cache ram to force, --cache none to silence)")
+    workers = resolve_num_workers(cfg.num_workers, device, cached=cache, batches=max(1, len(spec.train) // bs))
     steps = cfg.epochs * max(1, len(spec.train) // bs)
     aug = resolve_aug(cfg.aug, steps)
     if cfg.aug == "auto":
         notify(f"augmentation: {aug} (auto: {steps} optimiser steps {'>=' if aug == 'full' else '<'} "
                f"{AUG_FULL_STEPS}; --aug full|flips|none to choose)")
     return make_dataloaders(spec, size=size, bs=bs, num_workers=workers, device=device, cache=cache, aug=aug)
+
+
+def train_crops_like(dls, spec: DataSpec, size: int, repeats: int = 1, keep_valid: bool = True):
+    """``dls`` with training crops of ``size`` (``repeats`` per image per epoch) and everything else
+    as in ``dls`` (batch size, workers, device, cache, augmentation). ``keep_valid``: validate on
+    ``dls``'s own validation loader, so metrics stay comparable with full-size epochs."""
+    from fastai.data.core import DataLoaders
+
+    small = make_dataloaders(spec, size=size, bs=dls.train.bs, num_workers=dls.train.fake_l.num_workers,
+                             device=dls.device, cache=getattr(dls, "fastseg_cache", "none") == "ram",
+                             aug=getattr(dls, "fastseg_aug", "full"), repeats=repeats)
+    if not keep_valid:
+        return small
+    mixed = DataLoaders(small.train, dls.valid, path=dls.path, device=dls.device)
+    mixed.fastseg_cache, mixed.fastseg_aug = small.fastseg_cache, small.fastseg_aug
+    return mixed

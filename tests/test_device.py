@@ -22,6 +22,15 @@ def test_resolve_num_workers(value, device, cores, expected):
     assert resolve_num_workers(value, device, cores=cores) == expected
 
 
+@pytest.mark.parametrize("device, cached, batches, expected", [
+    (CUDA, True, 3, 0), (CUDA, True, 63, 0), (CUDA, True, 64, 8), (CUDA, False, 3, 8),
+    (CUDA, True, None, 8), (CPU, True, 3, 4),
+])
+def test_resolve_num_workers_short_cached_epochs(device, cached, batches, expected):
+    """On CUDA, short epochs over RAM-cached data load in-process: fastai restarts workers every epoch."""
+    assert resolve_num_workers("auto", device, cores=16, cached=cached, batches=batches) == expected
+
+
 def test_resolve_cache():
     assert resolve_cache("auto", needed_bytes=100, free_bytes=400) is True
     assert resolve_cache("auto", needed_bytes=101, free_bytes=400) is False
@@ -91,10 +100,10 @@ def test_tune_learner_cpu_and_channels_last():
     added = []
     learn = SimpleNamespace(dls=SimpleNamespace(device=CPU), model=torch.nn.Conv2d(3, 4, 3), opt_func=None,
                             add_cb=added.append)
-    done = tune_learner(learn)
+    done = tune_learner(learn, channels_last=False)
     assert learn.opt_func is fast_adamw and "channels_last" not in done and not added
     assert learn.model.weight.is_contiguous()
-    done = tune_learner(learn, compile=True, channels_last=True)
+    done = tune_learner(learn, compile=True)  # channels_last by default, CPU too (oneDNN's NHWC kernels)
     assert done["channels_last"] and learn.model.weight.is_contiguous(memory_format=torch.channels_last)
     assert len(added) == 1 and isinstance(added[0], CompileModel)
 

@@ -76,7 +76,8 @@ def test_dataloaders_for_resolves_cache(tiny_data, mode, expected):
     spec = discover(tiny_data)
     dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, cache=mode), spec, 64)
     assert dls.fastseg_cache == expected
-    assert dls.train.fake_l.num_workers == resolve_num_workers("auto", torch.device(dls.device))
+    assert dls.train.fake_l.num_workers == resolve_num_workers("auto", torch.device(dls.device),
+                                                               cached=expected == "ram", batches=len(spec.train) // 4)
     assert dls.train.bs == 4
 
 
@@ -144,3 +145,17 @@ def test_dataloaders_for_reports_the_auto_aug_choice(tiny_data):
     said.clear()
     dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, aug="flips"), spec, 64, notify=said.append)
     assert dls.fastseg_aug == "flips" and not any(m.startswith("augmentation") for m in said)
+
+
+def test_train_crops_like_keeps_validation_and_repeats_images(tiny_data):
+    """Progressive resizing's first part: smaller training crops, k per image per epoch, same validation."""
+    from fastseg.loaders import make_dataloaders, train_crops_like
+
+    spec = discover(tiny_data)
+    dls = make_dataloaders(spec, size=64, bs=4, cache=True, aug="flips")
+    small = train_crops_like(dls, spec, 32, repeats=4)
+    assert small.valid is dls.valid and small.fastseg_aug == "flips" and small.fastseg_cache == "ram"
+    assert len(small.train.dataset) == 4 * len(spec.train) and small.train.bs == 4
+    xb, yb = small.train.one_batch()
+    assert xb.shape[-2:] == (32, 32) and yb.shape[-2:] == (32, 32)
+    assert small.valid.one_batch()[0].shape[-2:] == (64, 64)

@@ -197,3 +197,93 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
         fit(cfg)
     assert "lower --lr or check the data" in str(e.value)
     assert not (tmp_path / "m.pkl").exists()
+
+
+def test_progressive_size_rules():
+    """auto: half-size crops only when images are at least twice the crop; on/off; short runs stay at one size."""
+    from types import SimpleNamespace
+
+    from fastseg.config import FitConfig
+    from fastseg.train import progressive_size
+
+    big, small = SimpleNamespace(min_side=512), SimpleNamespace(min_side=300)
+    cfg = FitConfig(epochs=14)
+    assert progressive_size(cfg, big, 256) == (128, "auto: images >= 2 x crop 256")
+    assert progressive_size(cfg, small, 256) == (None, "auto: smallest image side 300 < 2 x crop 256")
+    assert progressive_size(cfg.replace(progressive="on"), small, 256) == (128, "--progressive on")
+    assert progressive_size(cfg.replace(progressive="off"), big, 256)[0] is None
+    assert progressive_size(cfg.replace(epochs=3), big, 256) == (None, "3 epochs < 4")
+    assert progressive_size(cfg.replace(progressive="on"), big, 32)[0] is None  # a 16 px crop cannot pass the Unet
+    assert progressive_size(cfg, big, 96)[0] == 32  # half of 96, down to a multiple of 32
+
+
+def test_plan_phases_progressive_splits_the_trained_epochs():
+    from fastseg.config import FitConfig
+    from fastseg.errors import ConfigError
+    from fastseg.train import Phase, plan_phases
+
+    cfg = FitConfig(epochs=14)
+    assert plan_phases(cfg, False, 1e-3) == [Phase(14, 1e-3, pct_start=0.25, div=25.0, frozen=False)]
+    phases = plan_phases(cfg, False, 1e-3, small=128)
+    assert [(p.epochs, p.size, p.lr, p.frozen) for p in phases] == [(7, 128, 1e-3, False), (7, None, 1e-3, False)]
+    phases = plan_phases(cfg.replace(epochs=5), True, 1e-3, small=128)  # pretrained: 1 frozen + 5 unfrozen
+    assert [(p.epochs, p.size, p.frozen) for p in phases] == [(1, 128, True), (2, 128, False), (3, None, False)]
+    assert phases[1].lr == phases[2].lr == slice(1e-3 / 200, 1e-3 / 2)  # discriminative LRs in both parts
+    with pytest.raises(ConfigError, match="progressive must be one of auto, on, off, got 'yes'"):
+        cfg.replace(progressive="yes")
+
+
+def test_run_phases_switches_loaders_and_resumes_inside_a_later_phase(monkeypatch):
+    """Each phase trains on its own crop size; a resume after epoch 3 of 2+2 continues the full-size phase;
+    the run's own DataLoaders are back in place afterwards."""
+    from types import SimpleNamespace
+
+    import fastseg.train as T
+
+    monkeypatch.setattr(T, "one_cycle_scheds", lambda learn, phase, skip: {"skip": skip})
+    monkeypatch.setattr(T, "ParamScheduler", lambda scheds: scheds)
+    calls = []
+
+    class Learn:
+        dls, opt = "full", None
+
+        def create_opt(self):
+            self.opt = SimpleNamespace(load_state_dict=lambda s: calls.append("opt restored"))
+
+        def freeze(self):
+            calls.append("freeze")
+
+        def unfreeze(self):
+            calls.append("unfreeze")
+
+        def fit(self, n, cbs):
+            calls.append((self.dls, n, cbs[0]["skip"]))
+
+    learn = Learn()
+    phases = [T.Phase(2, 1e-3, 0.25, 25.0, False, size=32), T.Phase(2, 1e-3, 0.25, 25.0, False)]
+    T._run_phases(learn, phases, done=3, cbs=[], state={"opt": {}}, loaders={32: "small"})
+    assert calls == ["unfreeze", "opt restored", ("full", 1, 1)] and learn.dls == "full"
+    calls.clear()
+    T._run_phases(learn, phases, done=1, cbs=[], state=None, loaders={32: "small"})
+    assert calls == ["unfreeze", ("small", 1, 1), "unfreeze", ("full", 2, 0)] and learn.dls == "full"
+
+
+def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data, tmp_path):
+    from fastai.learner import load_learner
+
+    from fastseg.config import FitConfig
+    from fastseg.train import fit
+    from fastseg.transforms import SegCrop
+
+    said = []
+    cfg = FitConfig(data=str(tiny_data), epochs=4, lr=1e-3, bs=4, weights="none", progressive="on",
+                    runs_dir=str(tmp_path / "runs"), name="prog", export=str(tmp_path / "m.pkl"))
+    result = fit(cfg, notify=said.append)
+    assert result.progressive == {"size": 32, "epochs": 2}
+    assert any("progressive resizing: epochs 1-2 on 32 px crops (4 per image), 3-4 on 64 px; validation at 64"
+               in m for m in said)
+    assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]
+    assert json.loads((result.run / "metrics.json").read_text())["progressive"] == {"size": 32, "epochs": 2}
+    learn = load_learner(result.export)
+    crops = [t for t in learn.dls.train.after_item.fs if isinstance(t, SegCrop)]
+    assert crops and tuple(crops[0].size) == (64, 64)  # the export is the full-size pipeline
