@@ -113,8 +113,8 @@ def training_options(f):
                           f"(printed).  [default: {DEFAULTS.aug}]"),
         click.option("--no-aug", is_flag=True, default=None, help="Same as --aug none."),
         click.option("--progressive", type=click.Choice(PROGRESSIVE_CHOICES),
-                     help="Progressive resizing: the first half of the epochs on half-size crops (4 per image, "
-                          "so an epoch covers as many pixels), then full size; validation always at full size. "
+                     help="Progressive resizing: the first 65% of the epochs on half-size crops (4 per image, "
+                          "so an epoch covers as many pixels), then full size at LR/4; validation always at full size. "
                           f"auto: on when images are at least twice the crop side (printed).  [default: {DEFAULTS.progressive}]"),
         click.option("--fp16/--no-fp16", default=None, help="Mixed precision on CUDA (ignored on CPU).  [default: on]"),
     ]

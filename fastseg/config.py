@@ -61,7 +61,7 @@ class FitConfig:
     lr_find_size: int = 64  # LR-finder crop side: small crops make the finder cheap; the LR transfers to larger crops
     num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
     cache: str = "auto"  # auto: keep decoded images in RAM when they need <= 25% of free RAM (decode once, not per epoch)
-    progressive: str = "auto"  # auto: half-size crops for the first half of the epochs when images are >= 2x the crop
+    progressive: str = "auto"  # auto: half-size crops for 65% of the epochs when images are >= 2x the crop (more steps)
     compile: bool = False  # off: compiling takes minutes, which short and CPU runs never win back (unmeasured on GPU)
 
     def __post_init__(self) -> None:

@@ -225,9 +225,9 @@ def test_plan_phases_progressive_splits_the_trained_epochs():
     cfg = FitConfig(epochs=14)
     assert plan_phases(cfg, False, 1e-3) == [Phase(14, 1e-3, pct_start=0.25, div=25.0, frozen=False)]
     phases = plan_phases(cfg, False, 1e-3, small=128)
-    assert [(p.epochs, p.size, p.lr, p.frozen) for p in phases] == [(7, 128, 1e-3, False), (7, None, 2.5e-4, False)]
+    assert [(p.epochs, p.size, p.lr, p.frozen) for p in phases] == [(9, 128, 1e-3, False), (5, None, 2.5e-4, False)]
     phases = plan_phases(cfg.replace(epochs=5), True, 1e-3, small=128)  # pretrained: 1 frozen + 5 unfrozen
-    assert [(p.epochs, p.size, p.frozen) for p in phases] == [(1, 128, True), (2, 128, False), (3, None, False)]
+    assert [(p.epochs, p.size, p.frozen) for p in phases] == [(1, 128, True), (3, 128, False), (2, None, False)]
     assert phases[1].lr == slice(1e-3 / 200, 1e-3 / 2)  # discriminative LRs in both parts, a quarter at full size
     assert phases[2].lr.start == pytest.approx(1e-3 / 800) and phases[2].lr.stop == pytest.approx(1e-3 / 8)
     with pytest.raises(ConfigError, match="progressive must be one of auto, on, off, got 'yes'"):
