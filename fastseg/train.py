@@ -172,7 +172,7 @@ def progressive_size(cfg: FitConfig, spec: DataSpec, size: int) -> tuple[int | N
     """The crop side of the first, cheap part of a progressive-resizing run (``None``: off), and why.
 
     Half-size random crops cost about a quarter of a full-size step, so early training (which learns
-    local texture) takes ~3x the optimiser steps in the same time; the last part at full size gives
+    local texture) takes 3-4x the optimiser steps in the same time; the last part at full size gives
     back the context. ``auto`` needs images at least twice the crop side (crops are then windows of
     larger images: nothing is down-scaled)."""
     small = (size // 2) // 32 * 32
