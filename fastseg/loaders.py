@@ -107,13 +107,15 @@ def cache_bytes(spec: DataSpec) -> int:
 
 
 def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None, cache: bool = False,
-                     aug: str | bool = "full", repeats: int = 1):
+                     aug: str | bool = "full", repeats: int = 1, getters=None):
     """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine.
 
     ``cache``: decode every image and mask once now and serve batches from RAM (``dls.fastseg_cache``
     says which). Batch transforms (augmentation, normalisation) run on ``device``; on CUDA the
     DataLoader pins its batches for asynchronous host-to-device copies. ``repeats``: each training
-    image appears that many times per epoch (each time with its own random crop).
+    image appears that many times per epoch (each time with its own random crop). ``getters``: the
+    ``(get_x, get_y)`` of DataLoaders made earlier from the same ``spec``, to share their RAM cache
+    instead of decoding the set again.
     """
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
@@ -131,8 +133,8 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     # SegCrop = RandomCrop that the export switches to whole images (fastseg.transforms).
     item_tfms = [SegCrop(size)] if spec.min_side >= size else [Resize(size)]
     batch_tfms = seg_batch_tfms(aug)  # fastseg.augment: full / flips / none (normalisation only)
-    get_x, get_y = ImageForPath(), MaskForImage(masks, spec.decoder)
-    if cache:
+    get_x, get_y = getters or (ImageForPath(), MaskForImage(masks, spec.decoder))
+    if cache and getters is None:
         unique = list(dict.fromkeys(items))
         get_x.preload(unique)
         get_y.preload(unique)
@@ -145,6 +147,7 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
                             val_bs=bs, drop_last=n_train > bs)
     dls.fastseg_cache = "ram" if cache else "none"
     dls.fastseg_aug = aug
+    dls.fastseg_getters = (get_x, get_y)
     return dls
 
 
@@ -184,7 +187,8 @@ def train_crops_like(dls, spec: DataSpec, size: int, repeats: int = 1, keep_vali
 
     small = make_dataloaders(spec, size=size, bs=dls.train.bs, num_workers=dls.train.fake_l.num_workers,
                              device=dls.device, cache=getattr(dls, "fastseg_cache", "none") == "ram",
-                             aug=getattr(dls, "fastseg_aug", "full"), repeats=repeats)
+                             aug=getattr(dls, "fastseg_aug", "full"), repeats=repeats,
+                             getters=getattr(dls, "fastseg_getters", None))  # one RAM cache, not two
     if not keep_valid:
         return small
     mixed = DataLoaders(small.train, dls.valid, path=dls.path, device=dls.device)

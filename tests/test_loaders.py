@@ -147,13 +147,18 @@ def test_dataloaders_for_reports_the_auto_aug_choice(tiny_data):
     assert dls.fastseg_aug == "flips" and not any(m.startswith("augmentation") for m in said)
 
 
-def test_train_crops_like_keeps_validation_and_repeats_images(tiny_data):
+def test_train_crops_like_keeps_validation_and_repeats_images(tiny_data, monkeypatch):
     """Progressive resizing's first part: smaller training crops, k per image per epoch, same validation."""
+    import fastseg.loaders as loaders_mod
     from fastseg.loaders import make_dataloaders, train_crops_like
 
     spec = discover(tiny_data)
     dls = make_dataloaders(spec, size=64, bs=4, cache=True, aug="flips")
+    decoded = []
+    real = loaders_mod._open_image
+    monkeypatch.setattr(loaders_mod, "_open_image", lambda p: decoded.append(p) or real(p))
     small = train_crops_like(dls, spec, 32, repeats=4)
+    assert decoded == []  # the RAM cache of ``dls`` is shared, not decoded again
     assert small.valid is dls.valid and small.fastseg_aug == "flips" and small.fastseg_cache == "ram"
     assert len(small.train.dataset) == 4 * len(spec.train) and small.train.bs == 4
     xb, yb = small.train.one_batch()
