@@ -29,7 +29,7 @@ LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc")  # fastseg.
 LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.losses implements each
 CACHE_CHOICES = ("auto", "ram", "none")
 AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.augment.seg_batch_tfms builds each
-PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.train.progressive_size decides "auto"
+PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.progressive.progressive_size decides "auto"
 
 
 @dataclass(frozen=True)

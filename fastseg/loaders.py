@@ -15,6 +15,7 @@ from .config import FitConfig, Notify, silent
 from .augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
 from .data import DataSpec, read_image
 from .images import MaskDecoder
+from .progressive import optimiser_steps
 
 __all__ = ["ImageForPath", "MaskForImage", "auto_size", "make_dataloaders", "cache_bytes", "dataloaders_for",
            "train_crops_like"]
@@ -171,7 +172,7 @@ def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = 
         notify(f"not caching images in RAM: the decoded set needs {needed / 2**20:.0f} MiB "
                f"(--cache ram to force, --cache none to silence)")
     workers = resolve_num_workers(cfg.num_workers, device, cached=cache, batches=max(1, len(spec.train) // bs))
-    steps = cfg.epochs * max(1, len(spec.train) // bs)
+    steps = optimiser_steps(cfg, spec, size, bs)  # with progressive resizing's extra half-size crops
     aug = resolve_aug(cfg.aug, steps)
     if cfg.aug == "auto":
         notify(f"augmentation: {aug} (auto: {steps} optimiser steps {'>=' if aug == 'full' else '<'} "

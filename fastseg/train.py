@@ -33,6 +33,7 @@ from .loaders import auto_size, dataloaders_for, train_crops_like
 from .losses import make_loss
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
+from .progressive import PROGRESSIVE_LR_DIV, crops_per_image, progressive_size, small_epochs
 
 __all__ = ["FastsegInfo", "LRFindResult", "FitResult", "seg_splitter", "build_learner", "run_lr_find", "find_lr",
            "lr_find", "fit", "resume"]
@@ -163,32 +164,6 @@ class Phase:
     size: int | None = None
 
 
-PROGRESSIVE_SHARE = 0.65  # of the trained epochs on half-size crops (ISBI, seeds 42/1: 0.772/0.748 vs 0.744/0.746 at 0.5)
-PROGRESSIVE_MIN_EPOCHS = 4  # shorter runs leave too little of either part to be worth the switch
-PROGRESSIVE_LR_DIV = 4  # the full-size part refines: at the full peak LR its first epochs undid the half-size part
-
-
-def progressive_size(cfg: FitConfig, spec: DataSpec, size: int) -> tuple[int | None, str]:
-    """The crop side of the first, cheap part of a progressive-resizing run (``None``: off), and why.
-
-    Half-size random crops cost about a quarter of a full-size step, so early training (which learns
-    local texture) takes 3-4x the optimiser steps in the same time; the last part at full size gives
-    back the context. ``auto`` needs images at least twice the crop side (crops are then windows of
-    larger images: nothing is down-scaled)."""
-    small = (size // 2) // 32 * 32
-    epochs = cfg.epochs
-    if cfg.progressive == "off":
-        return None, "--progressive off"
-    if small < 32:
-        return None, f"no half-size crop for size {size} (crops must be multiples of 32)"
-    if epochs < PROGRESSIVE_MIN_EPOCHS:
-        return None, f"{epochs} epochs < {PROGRESSIVE_MIN_EPOCHS}"
-    if cfg.progressive == "auto" and spec.min_side < 2 * size:
-        return None, f"auto: smallest image side {spec.min_side} < 2 x crop {size}"
-    why = "--progressive on" if cfg.progressive == "on" else f"auto: images >= 2 x crop {size}"
-    return small, why
-
-
 def plan_phases(cfg: FitConfig, pretrained: bool, lr: float, small: int | None = None) -> list[Phase]:
     """fine_tune's recipe for a pretrained encoder (frozen warm-up, then discriminative LRs); one cycle otherwise.
 
@@ -205,8 +180,8 @@ def plan_phases(cfg: FitConfig, pretrained: bool, lr: float, small: int | None =
     if small is None:
         return phases
     *first, last = phases
-    n_small = int(last.epochs * PROGRESSIVE_SHARE)
-    if n_small < 1 or n_small >= last.epochs:
+    n_small = small_epochs(last.epochs)
+    if not n_small:
         return phases
     lr_full = slice(last.lr.start / PROGRESSIVE_LR_DIV, last.lr.stop / PROGRESSIVE_LR_DIV) \
         if isinstance(last.lr, slice) else last.lr / PROGRESSIVE_LR_DIV
@@ -324,7 +299,7 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
     phases = plan_phases(cfg, winfo.loaded, lr, small)
     loaders, progressive = {}, None
     if any(p.size for p in phases):
-        repeats = round((full / small) ** 2)
+        repeats = crops_per_image(full, small)
         loaders[small] = train_crops_like(learn.dls, spec, small, repeats=repeats)
         progressive = {"size": small, "epochs": sum(p.epochs for p in phases if p.size)}
         n_small, n_all = progressive["epochs"], sum(p.epochs for p in phases)

@@ -142,6 +142,10 @@ def test_dataloaders_for_reports_the_auto_aug_choice(tiny_data):
     said.clear()
     dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, epochs=500), spec, 64, notify=said.append)
     assert dls.fastseg_aug == "full" and any("1000 optimiser steps >= 1000" in m for m in said)
+    said.clear()  # progressive resizing: 6 epochs of 4 x 8 crops of 32 px (8 batches), 4 of 2 batches
+    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, epochs=10, progressive="on"), spec, 64,
+                          notify=said.append)
+    assert any(m.startswith("augmentation: none (auto: 56 optimiser steps < 1000") for m in said)
     said.clear()
     dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, aug="flips"), spec, 64, notify=said.append)
     assert dls.fastseg_aug == "flips" and not any(m.startswith("augmentation") for m in said)

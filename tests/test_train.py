@@ -199,24 +199,6 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
     assert not (tmp_path / "m.pkl").exists()
 
 
-def test_progressive_size_rules():
-    """auto: half-size crops only when images are at least twice the crop; on/off; short runs stay at one size."""
-    from types import SimpleNamespace
-
-    from fastseg.config import FitConfig
-    from fastseg.train import progressive_size
-
-    big, small = SimpleNamespace(min_side=512), SimpleNamespace(min_side=300)
-    cfg = FitConfig(epochs=14)
-    assert progressive_size(cfg, big, 256) == (128, "auto: images >= 2 x crop 256")
-    assert progressive_size(cfg, small, 256) == (None, "auto: smallest image side 300 < 2 x crop 256")
-    assert progressive_size(cfg.replace(progressive="on"), small, 256) == (128, "--progressive on")
-    assert progressive_size(cfg.replace(progressive="off"), big, 256)[0] is None
-    assert progressive_size(cfg.replace(epochs=3), big, 256) == (None, "3 epochs < 4")
-    assert progressive_size(cfg.replace(progressive="on"), big, 32)[0] is None  # a 16 px crop cannot pass the Unet
-    assert progressive_size(cfg, big, 96)[0] == 32  # half of 96, down to a multiple of 32
-
-
 def test_plan_phases_progressive_splits_the_trained_epochs():
     from fastseg.config import FitConfig
     from fastseg.errors import ConfigError
