@@ -59,13 +59,13 @@ def to_input(batch: np.ndarray) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
-def random_crops(imgs, masks, n: int, rng: np.random.Generator):
+def random_crops(imgs, masks, n: int, rng: np.random.Generator, crop: int = CROP):
     xs, ys = [], []
     for _ in range(n):
         i = rng.integers(len(imgs))
         h, w = masks[i].shape
-        r, c = rng.integers(h - CROP + 1), rng.integers(w - CROP + 1)
-        x, y = imgs[i][r:r + CROP, c:c + CROP], masks[i][r:r + CROP, c:c + CROP]
+        r, c = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
+        x, y = imgs[i][r:r + crop, c:c + crop], masks[i][r:r + crop, c:c + crop]
         if rng.random() < 0.5:
             x, y = x[:, ::-1], y[:, ::-1]
         if rng.random() < 0.5:
@@ -75,16 +75,16 @@ def random_crops(imgs, masks, n: int, rng: np.random.Generator):
     return to_input(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def seconds_per_step(bs: int = BS, channels_last: bool = False) -> float:
-    """Wall time of one training step (``bs`` 256 px crops) of the Unet on this machine, right now;
+def seconds_per_step(bs: int = BS, channels_last: bool = False, crop: int = CROP, classes: int = 2) -> float:
+    """Wall time of one training step (``bs`` crops of ``crop`` px) of the Unet on this machine, right now;
     ``channels_last``: in the weight layout fastseg trains with (fastseg.device.tune_learner)."""
     import segmentation_models_pytorch as smp
 
-    model = smp.Unet(ENCODER, encoder_weights=None, classes=2)
+    model = smp.Unet(ENCODER, encoder_weights=None, classes=classes)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x, y = torch.randn(bs, 3, CROP, CROP), torch.randint(0, 2, (bs, CROP, CROP))
+    x, y = torch.randn(bs, 3, crop, crop), torch.randint(0, classes, (bs, crop, crop))
     times = []
     for _ in range(4):
         t = time.perf_counter()
@@ -98,20 +98,26 @@ def seconds_per_step(bs: int = BS, channels_last: bool = False) -> float:
 
 def plain_loop(data: Path, epochs: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
     """AdamW + OneCycleLR + cross-entropy, random 256 crops + flips, 48 crops per epoch (bs 8)."""
+    imgs, masks = load_pairs(data, [f"{i}.png" for i in range(24)])
+    return plain_train(imgs, masks, epochs, classes=2, crop=CROP, crops_per_epoch=48, seed=seed)
+
+
+def plain_train(imgs, masks, epochs: int, classes: int, crop: int, crops_per_epoch: int,
+                seed: int = 0) -> tuple[torch.nn.Module, float]:
+    """The plain PyTorch loop: AdamW + OneCycleLR (max 1e-3) + cross-entropy, random crops + flips, bs 8."""
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    imgs, masks = load_pairs(data, [f"{i}.png" for i in range(24)])
-    model = smp.Unet(ENCODER, encoder_weights=None, classes=2)
-    steps = 48 // BS
+    model = smp.Unet(ENCODER, encoder_weights=None, classes=classes)
+    steps = crops_per_epoch // BS
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=epochs * steps)
     t0 = time.perf_counter()
     model.train()
     for _ in range(epochs):
         for _ in range(steps):
-            x, y = random_crops(imgs, masks, BS, rng)
+            x, y = random_crops(imgs, masks, BS, rng, crop)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -151,6 +157,26 @@ def run_fastseg(data: Path, work: Path, epochs: int, seed: int = 42) -> tuple[di
                              "run": str(result.run)}
 
 
+def fastseg_epochs(budget: float, bs: int, sps: float, small_bs: int, sps_small: float, n_train: int = 24) -> int:
+    """The most epochs fastseg's fit can run in ``budget`` seconds, from probed step times.
+
+    Full-size epochs: ``n_train // bs`` steps of ``sps``; progressive resizing's half-size epochs (the
+    first ``small_epochs(n)``): 4 crops per slice in batches of ``small_bs``, steps of ``sps_small``.
+    Validation of the 6 centre crops costs about half a step of 4; LR finder, data set-up, export and
+    plots ~25 s (measured when a step of 4 took 2.1 s: 12 steps of 4, 6 of 8)."""
+    from fastseg.progressive import small_epochs
+
+    def seconds(n: int) -> float:
+        n_small = small_epochs(n) if n >= 4 else 0
+        return (12 * 4 / bs * sps + n_small * (n_train * 4 // small_bs) * sps_small
+                + (n - n_small) * (n_train // bs) * sps + n * 2 / bs * sps)
+
+    n = 1
+    while seconds(n + 1) <= budget:
+        n += 1
+    return n
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=4.0, help="wall-time budget for each of the two trainings")
@@ -164,15 +190,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     budget = args.minutes * 60
     from fastseg.config import FitConfig
+    from fastseg.progressive import small_batch_size
 
     fs_bs = FitConfig().bs  # fastseg's default batch size
     sps_fs = seconds_per_step(fs_bs, channels_last=True)  # fastseg trains channels_last (8-12% faster here)
-    # fastseg sees each of the 24 slices once per epoch (24 / bs steps; with progressive resizing the
-    # first half of the epochs take 4 half-size crops per slice instead, about the same time) and
-    # validates on 6 centre crops (~half a step of 4); LR finder, data set-up, export and plots cost
-    # ~25 s (measured when a step of 4 took 2.1 s: 12 steps of 4, 6 of 8)
-    fs_epochs = max(1, int((budget - 12 * 4 / fs_bs * sps_fs) / (sps_fs * (24 // fs_bs + 2 / fs_bs))))
-    print(f"probe: {sps_fs:.2f} s per step of {fs_bs} -> fastseg {fs_epochs} epochs", flush=True)
+    small_bs = small_batch_size(fs_bs)
+    sps_small = seconds_per_step(small_bs, channels_last=True, crop=CROP // 2)  # progressive resizing's steps
+    fs_epochs = fastseg_epochs(budget, fs_bs, sps_fs, small_bs, sps_small)
+    print(f"probe: {sps_fs:.2f} s per step of {fs_bs}, {sps_small:.2f} s per half-size step of {small_bs} "
+          f"-> fastseg {fs_epochs} epochs", flush=True)
     with tempfile.TemporaryDirectory(prefix="isbi-bench-") as tmp:
         work = args.keep or Path(tmp)
         data = linked_dataset(args.data, Path(tmp) / "data")
@@ -185,7 +211,8 @@ def main(argv=None) -> int:
         plain_scores = evaluate_model(model, data)
         print(f"plain:   mIoU {plain_scores['miou']:.4f} in {plain_s:.0f} s ({plain_epochs} epochs)", flush=True)
     report = {
-        "budget_s": budget, "probe_s_per_step": {f"fastseg bs{fs_bs} channels_last": sps_fs, f"plain bs{BS}": sps},
+        "budget_s": budget, "probe_s_per_step": {f"fastseg bs{fs_bs} channels_last": sps_fs,
+                                                 f"fastseg half-size bs{small_bs}": sps_small, f"plain bs{BS}": sps},
         "fastseg": {"miou": fs_scores["miou"], "membrane_iou": fs_scores["per_class"]["membrane"]["iou"],
                     "seconds": fs_s, "seed": args.seed, **fs_info},
         "plain": {"miou": plain_scores["miou"], "membrane_iou": plain_scores["per_class"]["membrane"]["iou"],
