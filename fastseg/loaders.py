@@ -180,15 +180,13 @@ def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = 
     return make_dataloaders(spec, size=size, bs=bs, num_workers=workers, device=device, cache=cache, aug=aug)
 
 
-def train_crops_like(dls, spec: DataSpec, size: int, repeats: int = 1, keep_valid: bool = True,
-                     bs: int | None = None):
-    """``dls`` with training crops of ``size`` (``repeats`` per image per epoch) in batches of ``bs``
-    (``None``: ``dls``'s) and everything else as in ``dls`` (workers, device, cache, augmentation).
-    ``keep_valid``: validate on ``dls``'s own validation loader, so metrics stay comparable with
-    full-size epochs."""
+def train_crops_like(dls, spec: DataSpec, size: int, repeats: int = 1, keep_valid: bool = True):
+    """``dls`` with training crops of ``size`` (``repeats`` per image per epoch) and everything else
+    as in ``dls`` (batch size, workers, device, cache, augmentation). ``keep_valid``: validate on
+    ``dls``'s own validation loader, so metrics stay comparable with full-size epochs."""
     from fastai.data.core import DataLoaders
 
-    small = make_dataloaders(spec, size=size, bs=bs or dls.train.bs, num_workers=dls.train.fake_l.num_workers,
+    small = make_dataloaders(spec, size=size, bs=dls.train.bs, num_workers=dls.train.fake_l.num_workers,
                              device=dls.device, cache=getattr(dls, "fastseg_cache", "none") == "ram",
                              aug=getattr(dls, "fastseg_aug", "full"), repeats=repeats,
                              getters=getattr(dls, "fastseg_getters", None))  # one RAM cache, not two

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from .config import FitConfig
 
-__all__ = ["PROGRESSIVE_SHARE", "PROGRESSIVE_MIN_EPOCHS", "PROGRESSIVE_LR_DIV", "PROGRESSIVE_BS_DIV",
-           "progressive_size", "small_epochs", "crops_per_image", "small_batch_size", "optimiser_steps"]
+__all__ = ["PROGRESSIVE_SHARE", "PROGRESSIVE_MIN_EPOCHS", "PROGRESSIVE_LR_DIV", "progressive_size",
+           "small_epochs", "crops_per_image", "optimiser_steps"]
 
 PROGRESSIVE_SHARE = 0.65  # of the trained epochs on half-size crops (ISBI, seeds 42/1: 0.772/0.748 vs 0.744/0.746 at 0.5)
 PROGRESSIVE_MIN_EPOCHS = 4  # shorter runs leave too little of either part to be worth the switch
 PROGRESSIVE_LR_DIV = 4  # the full-size part refines: at the full peak LR its first epochs undid the half-size part
-PROGRESSIVE_BS_DIV = 2  # half-size crops in half-size batches: 2x the steps again (ISBI seeds 1/2: 0.765/0.770 vs 0.750/0.753)
 
 
 def progressive_size(cfg: FitConfig, spec, size: int) -> tuple[int | None, str]:
@@ -49,13 +48,6 @@ def crops_per_image(size: int, small: int) -> int:
     return round((size / small) ** 2)
 
 
-def small_batch_size(bs: int) -> int:
-    """The half-size part's batch size. Short runs are limited by optimiser steps, not by gradient noise:
-    a step of bs/2 half-size crops costs an eighth of a full-size step, and 128 px crops in fours still
-    give BatchNorm 64k pixels per channel."""
-    return max(1, bs // PROGRESSIVE_BS_DIV)
-
-
 def optimiser_steps(cfg: FitConfig, spec, size: int, bs: int) -> int:
     """The optimiser steps of ``cfg.epochs`` trained epochs, counting the half-size part's extra crops."""
     n_train = len(spec.train)
@@ -64,5 +56,4 @@ def optimiser_steps(cfg: FitConfig, spec, size: int, bs: int) -> int:
     n_small = small_epochs(cfg.epochs) if small else 0
     if not n_small:
         return cfg.epochs * full
-    per_small = max(1, n_train * crops_per_image(size, small) // small_batch_size(bs))
-    return n_small * per_small + (cfg.epochs - n_small) * full
+    return n_small * max(1, n_train * crops_per_image(size, small) // bs) + (cfg.epochs - n_small) * full

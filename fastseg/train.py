@@ -33,7 +33,7 @@ from .loaders import auto_size, dataloaders_for, train_crops_like
 from .losses import make_loss
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
-from .progressive import PROGRESSIVE_LR_DIV, crops_per_image, progressive_size, small_batch_size, small_epochs
+from .progressive import PROGRESSIVE_LR_DIV, crops_per_image, progressive_size, small_epochs
 
 __all__ = ["FastsegInfo", "LRFindResult", "FitResult", "seg_splitter", "build_learner", "run_lr_find", "find_lr",
            "lr_find", "fit", "resume"]
@@ -86,7 +86,7 @@ class FitResult:
     stopped_early: bool = False  # --patience ended the run before its last epoch
     bs: int | None = None  # the batch size trained with (after --bs auto), per process
     aug: str | None = None  # the augmentation level trained with (after --aug auto)
-    progressive: dict | None = None  # {"size": crop side, "epochs": n, "bs": batch} of the half-size part; None: one size
+    progressive: dict | None = None  # {"size": crop side, "epochs": n} of the half-size part; None: one size
 
 
 def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None = None,
@@ -299,12 +299,11 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
     phases = plan_phases(cfg, winfo.loaded, lr, small)
     loaders, progressive = {}, None
     if any(p.size for p in phases):
-        repeats, small_bs = crops_per_image(full, small), small_batch_size(learn.dls.train.bs)
-        loaders[small] = train_crops_like(learn.dls, spec, small, repeats=repeats, bs=small_bs)
-        progressive = {"size": small, "epochs": sum(p.epochs for p in phases if p.size), "bs": small_bs}
+        repeats = crops_per_image(full, small)
+        loaders[small] = train_crops_like(learn.dls, spec, small, repeats=repeats)
+        progressive = {"size": small, "epochs": sum(p.epochs for p in phases if p.size)}
         n_small, n_all = progressive["epochs"], sum(p.epochs for p in phases)
-        notify(f"progressive resizing: epochs 1-{n_small} on {small} px crops ({repeats} per image, batches "
-               f"of {small_bs}), "
+        notify(f"progressive resizing: epochs 1-{n_small} on {small} px crops ({repeats} per image), "
                f"{n_small + 1}-{n_all} on {full} px at LR/{PROGRESSIVE_LR_DIV}; validation at {full} "
                f"({why}; --progressive off to train at one size)")
     elif cfg.progressive == "on":

@@ -262,12 +262,11 @@ def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data,
     cfg = FitConfig(data=str(tiny_data), epochs=4, lr=1e-3, bs=4, weights="none", progressive="on",
                     runs_dir=str(tmp_path / "runs"), name="prog", export=str(tmp_path / "m.pkl"))
     result = fit(cfg, notify=said.append)
-    assert result.progressive == {"size": 32, "epochs": 2, "bs": 2}
-    assert any("progressive resizing: epochs 1-2 on 32 px crops (4 per image, batches of 2), 3-4 on 64 px at LR/4; "
-               "validation at 64" in m for m in said)
+    assert result.progressive == {"size": 32, "epochs": 2}
+    assert any("progressive resizing: epochs 1-2 on 32 px crops (4 per image), 3-4 on 64 px at LR/4; validation at 64"
+               in m for m in said)
     assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]
-    assert json.loads((result.run / "metrics.json").read_text())["progressive"] == {"size": 32, "epochs": 2, "bs": 2}
-    assert len(result.history) == 4 and (result.run / "history.csv").is_file()
+    assert json.loads((result.run / "metrics.json").read_text())["progressive"] == {"size": 32, "epochs": 2}
     learn = load_learner(result.export)
     crops = [t for t in learn.dls.train.after_item.fs if isinstance(t, SegCrop)]
     assert crops and tuple(crops[0].size) == (64, 64)  # the export is the full-size pipeline
