@@ -63,6 +63,15 @@ def labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
     return lab
 
 
+def split_slices(zs: list[int]) -> tuple[list[int], list[int]]:
+    """Every ``EVERY``-th slab of ``BLOCK`` consecutive slices validates; the slices next to a
+    validation slab are dropped from training, so no training slice is within 2 x ``STEP`` of one."""
+    blocks = [zs[i:i + BLOCK] for i in range(0, len(zs), BLOCK)]
+    valid = [z for b, zz in enumerate(blocks) if b % EVERY == EVERY - 1 for z in zz]
+    near = {z + d * STEP for z in valid for d in (-1, 1)}
+    return [z for z in zs if z not in valid and z not in near], valid
+
+
 def build_dataset(dest: Path) -> tuple[list[str], list[str]]:
     """images/, masks/, codes.txt and valid.txt in ``dest``; returns (train names, valid names)."""
     from PIL import Image
@@ -70,10 +79,7 @@ def build_dataset(dest: Path) -> tuple[list[str], list[str]]:
     t1, gm, wm = template_volumes()
     lab = labels(t1, gm, wm)
     zs = [z for z in range(0, t1.shape[2], STEP) if (lab[:, :, z] > 0).mean() >= 0.15]
-    blocks = [zs[i:i + BLOCK] for i in range(0, len(zs), BLOCK)]
-    valid = [z for b, zz in enumerate(blocks) if b % EVERY == EVERY - 1 for z in zz]
-    near = {z + d * STEP for z in valid for d in (-1, 1)}
-    train = [z for z in zs if z not in valid and z not in near]
+    train, valid = split_slices(zs)
     (dest / "images").mkdir(parents=True)
     (dest / "masks").mkdir()
     for z in train + valid:
