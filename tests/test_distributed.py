@@ -103,6 +103,20 @@ def _valid_support(data: Path) -> list[int]:
     return counts.tolist()
 
 
+def _torchrun_fit(cwd: Path, data: Path, out: Path, *options: str) -> str:
+    """``fastseg fit`` in 2 CPU processes under torchrun (bs 2 each, lr 1e-3, random init); its output."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fastseg", "fit", "--data", str(data), "--lr", "1e-3", "--bs", "2",
+           "--weights", "none", "--export", str(out / "model.pkl"), *options]
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    return res.stdout + res.stderr
+
+
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_one_model(tmp_path):
     from fastai.learner import load_learner
@@ -112,16 +126,7 @@ def test_torchrun_two_cpu_processes_train_one_model(tmp_path):
     # 7 train / 3 valid: odd sizes, so DistributedDL must pad one shard and the metrics must drop it.
     data = make_demo_data(tmp_path / "data", n=10, size=64, seed=3, n_valid=3)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "fastseg", "fit", "--data", str(data), "--epochs", "1", "--lr", "1e-3", "--bs", "2",
-           "--weights", "none", "--export", str(out / "model.pkl")]
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    text = res.stdout + res.stderr
+    text = _torchrun_fit(tmp_path, data, out, "--epochs", "1")
 
     # one export, written once (rank 0), atomically
     # exactly one export (+ its safe-bundle twin), no temp files left by a second writer
@@ -139,3 +144,26 @@ def test_torchrun_two_cpu_processes_train_one_model(tmp_path):
     # the confusion matrix was summed over ranks, each validation pixel counted exactly once
     support = [final["per_class"][c]["support"] for c in ("background", "disc", "square", "triangle")]
     assert support == _valid_support(data)
+
+
+@pytest.mark.slow
+def test_torchrun_progressive_resizing_switches_loaders_in_every_process(tmp_path):
+    """Progressive resizing under DDP: each fit call wraps the DataLoaders it is given (half-size, then
+    full-size), so both parts train sharded; one run folder, one export of the full-size pipeline."""
+    import csv
+
+    from fastai.learner import load_learner
+
+    from fastseg.demo import make_demo_data
+    from fastseg.transforms import SegCrop
+
+    data = make_demo_data(tmp_path / "data", n=10, size=64, seed=3, n_valid=3)
+    out = tmp_path / "out"
+    text = _torchrun_fit(tmp_path, data, out, "--epochs", "4", "--progressive", "on", "--name", "prog")
+    assert "progressive resizing: epochs 1-2 on 32 px crops (4 per image), 3-4 on 64 px at LR/4" in text
+    assert text.count("exported ") == 1 and "samples per rank: train 4+3, valid 2+1" in text
+    with (tmp_path / "runs" / "prog" / "history.csv").open() as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]  # rank 0 alone logs
+    learn = load_learner(out / "model.pkl")
+    crops = [t for t in learn.dls.train.after_item.fs if isinstance(t, SegCrop)]
+    assert crops and tuple(crops[0].size) == (64, 64)
