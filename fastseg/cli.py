@@ -116,6 +116,8 @@ def training_options(f):
                      help="Progressive resizing: the first 65% of the epochs on half-size crops (4 per image, "
                           "so an epoch covers as many pixels), then full size at LR/4; validation always at full size. "
                           f"auto: on when images are at least twice the crop side (printed).  [default: {DEFAULTS.progressive}]"),
+        click.option("--grad-clip", type=click.FloatRange(min=0),
+                     help=f"Clip each step's gradient norm to this; 0: off.  [default: {DEFAULTS.grad_clip}]"),
         click.option("--fp16/--no-fp16", default=None, help="Mixed precision on CUDA (ignored on CPU).  [default: on]"),
     ]
     for opt in reversed(opts):

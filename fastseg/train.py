@@ -232,6 +232,14 @@ def _run_phases(learn: Learner, phases: list[Phase], done: int, cbs: list, state
         learn.dls = full
 
 
+def training_cbs(cfg: FitConfig) -> list:
+    """The recipe's per-step callbacks: gradient-norm clipping (fastai's ``GradientClip``, which runs
+    after mixed precision has unscaled the gradients) unless ``cfg.grad_clip`` is 0."""
+    from fastai.callback.training import GradientClip
+
+    return [GradientClip(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+
+
 def _trim_history(path: Path, done: int) -> None:
     """Drop history rows of epochs not in the checkpoint (killed after logging, before saving)."""
     if not path.is_file():
@@ -318,7 +326,7 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
                           cms=state["cms"] if state else None)
     if state is not None and main:
         _trim_history(run / "history.csv", done)
-    cbs = [nan, RunCSVLogger(), best, last, *([patience] if patience else [])]
+    cbs = [nan, RunCSVLogger(), best, last, *([patience] if patience else []), *training_cbs(cfg)]
     with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync:  # no-op in one process
         _run_phases(learn, phases, done, cbs, state, loaders)
     if nan.where is not None:
@@ -326,7 +334,7 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
         kept = f"last good checkpoint {run / 'last.pth'} (epoch {epoch})" if (run / "last.pth").is_file() \
             else "no epoch had finished, so there is no checkpoint"
         raise TrainingError(f"{run}: training loss became {value} at epoch {epoch}, batch {batch}; stopped "
-                            f"({kept}; lower --lr or check the data)")
+                            f"({kept}; lower --lr, try --grad-clip 1, or check the data)")
     result = _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main, progressive)
     result.ranks = sync and sync.stats
     if not main:

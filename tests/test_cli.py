@@ -42,6 +42,7 @@ def test_fit_missing_data_dir_is_one_line_error(runner, tmp_path):
     (["fit", "--epochs", "0"], "0 is not in the range x>=1"),
     (["fit", "--size", "100"], "size must be a multiple of 32"),
     (["fit", "--valid-pct", "1.5"], "valid_pct must be between 0 and 1"),
+    (["fit", "--grad-clip", "-1"], "-1.0 is not in the range x>=0"),
     (["fit", "--encoder", "nonsense", "--weights", "none"], "wrong encoder name `nonsense`, supported encoders:"),
     (["predict", "missing.pkl", "x.png"], "missing.pkl: model file not found"),
 ])
@@ -155,6 +156,19 @@ def test_aug_options_build_the_config():
     assert build_config(None, aug=None, no_aug=None).aug == "auto"
     assert build_config(None, aug="flips", no_aug=None).aug == "flips"
     assert build_config(None, aug=None, no_aug=True).aug == "none"
+
+
+def test_grad_clip_option_and_config_file_values():
+    from fastseg.cli import build_config
+    from fastseg.config import FitConfig
+    from fastseg.errors import ConfigError
+
+    assert build_config(None, grad_clip=None).grad_clip == FitConfig().grad_clip == 0.0  # off by default
+    assert build_config(None, grad_clip=1.0).grad_clip == 1.0
+    assert FitConfig(grad_clip=2).grad_clip == 2.0  # YAML integers are fine
+    for bad in (-0.5, "big", True):
+        with pytest.raises(ConfigError, match="grad_clip must be 0 \\(off\\) or a positive number"):
+            FitConfig(grad_clip=bad)
 
 
 def test_invalid_aug_lists_choices(runner):

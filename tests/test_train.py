@@ -195,7 +195,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
                     runs_dir=str(tmp_path / "runs"), name="nan", export=str(tmp_path / "m.pkl"))
     with pytest.raises(TrainingError, match=r"training loss became (nan|inf|-inf) at epoch \d, batch \d+; stopped") as e:
         fit(cfg)
-    assert "lower --lr or check the data" in str(e.value)
+    assert "lower --lr, try --grad-clip 1, or check the data" in str(e.value)
     assert not (tmp_path / "m.pkl").exists()
 
 
@@ -270,3 +270,51 @@ def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data,
     learn = load_learner(result.export)
     crops = [t for t in learn.dls.train.after_item.fs if isinstance(t, SegCrop)]
     assert crops and tuple(crops[0].size) == (64, 64)  # the export is the full-size pipeline
+
+
+@pytest.mark.parametrize("clip", [0.5, 0.0])
+def test_fit_clips_gradients_unless_turned_off(tiny_data, tmp_path, monkeypatch, clip):
+    """--grad-clip reaches the training loop as fastai's GradientClip (after MixedPrecision's unscaling)."""
+    from fastai.callback.fp16 import MixedPrecision
+    from fastai.callback.training import GradientClip
+
+    import fastseg.train as T
+    from fastseg.config import FitConfig
+
+    seen = {}
+
+    def capture(learn, phases, done, cbs, state, loaders=None):
+        seen["cbs"] = cbs
+        raise KeyboardInterrupt  # stop before any training: only the callbacks matter here
+
+    monkeypatch.setattr(T, "_run_phases", capture)
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", grad_clip=clip,
+                    runs_dir=str(tmp_path / "runs"), export=str(tmp_path / "m.pkl"))
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg)
+    clips = [cb for cb in seen["cbs"] if isinstance(cb, GradientClip)]
+    assert [cb.max_norm for cb in clips] == ([clip] if clip else [])
+    assert all(cb.order > MixedPrecision.order for cb in clips)  # clips true (unscaled) gradients
+
+
+def test_gradient_clip_bounds_the_step_gradient(tiny_data, tmp_path):
+    """One real training step with a tiny max norm: the gradient the optimiser sees is clipped."""
+    import torch
+    from fastai.callback.core import Callback
+    from fastai.callback.training import GradientClip
+
+    from fastseg.config import FitConfig
+    from fastseg.train import build_learner
+
+    learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none", epochs=1), workdir=tmp_path)
+    norms = []
+
+    class Spy(Callback):
+        order = GradientClip.order + 1
+
+        def before_step(self):
+            grads = [p.grad for p in self.learn.model.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    learn.fit(1, 1e-3, cbs=[GradientClip(1e-3), Spy()])
+    assert norms and max(norms) <= 1e-3 * 1.01
