@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from isbi_quality import BS, ROOT, load_pairs, plain_train, seconds_per_step, to_input  # noqa: E402
+from isbi_quality import BS, ROOT, plain_train, seconds_per_step, to_input  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 CODES = ["background", "csf_other", "grey_matter", "white_matter"]
@@ -92,9 +92,10 @@ def build_dataset(dest: Path) -> tuple[list[str], list[str]]:
 
 
 def read_masks(data: Path, names: list[str]):
+    """RGB slices and their class-index masks (0-3; ISBI's load_pairs would threshold them to 0/1)."""
     from PIL import Image
 
-    imgs, _ = load_pairs(data, names)
+    imgs = [np.asarray(Image.open(data / "images" / n).convert("RGB")) for n in names]
     return imgs, [np.asarray(Image.open(data / "masks" / n)).astype(np.int64) for n in names]
 
 
