@@ -1,10 +1,11 @@
-"""Finding images and masks, class codes, mask-value mapping, void class and splits.
+"""Finding images and masks, class codes, mask-value mapping, void class, splits and pixel scaling.
 
 ``discover(root)`` inspects a data folder without modifying it and returns a ``DataSpec``: which
 image pairs with which mask (per split), the class codes, how raw mask values (or mask colours)
 become class indices, and what was done, as notices. ``inspect_data`` does the same but returns
 every problem found instead of raising the first (``fastseg check``). Layouts live in
-``fastseg.layouts``, pixel reading in ``fastseg.images``; ``fastseg.loaders`` builds DataLoaders.
+``fastseg.layouts``, train/valid/test in ``fastseg.splits``, pixel reading in ``fastseg.images``;
+``fastseg.loaders`` builds DataLoaders.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class DataSpec:
     min_side: int  # smallest image side in the set (for crop/resize decisions)
     void_code: str | None = None
     notices: tuple[str, ...] = field(default=())
-    test: tuple[Sample, ...] = ()  # the layout's own test split (SegNet test/, VOC test.txt), never trained on
+    test: tuple[Sample, ...] = ()  # the layout's test split (SegNet test/, VOC test.txt) + test.txt's: never trained
     colors: tuple[tuple[int, int, int], ...] | None = None  # one RGB per code when masks are colour-coded
     mapping: tuple[str, ...] = ()  # how mask values became class indices, in words
     warnings: tuple[str, ...] = ()  # problems that do not stop training

@@ -56,11 +56,12 @@ class ImageForPath(_Cached):
     ``scaling``: the data set's rule for wide (16-bit, float) values, pickled with the export;
     learners exported before it existed unpickle with ``None``, the old per-image rule."""
 
-    scaling: Scaling | None = None  # class default: what old pickles without the attribute get
-
     def __init__(self, scaling: Scaling | None = None):
         self.cache = {}
         self.scaling = scaling
+
+    def __setstate__(self, state):
+        super().__setstate__({"scaling": None, **state})  # pickled before the rule existed: per image, as then
 
     def decode(self, path) -> np.ndarray:
         return _open_image(path, self.scaling)

@@ -69,7 +69,8 @@ def make_splits(found: Found, root: Path, valid_pct: float, seed: int) -> Splits
         how = found.split_source or "the layout's split"
     else:
         listed_valid = (root / "valid.txt").is_file()  # checked against test.txt below, not silently trimmed
-        valid, how = _valid(pool if listed_valid else [s for s in pool if s.image not in held_out], root, valid_pct, seed)
+        candidates = pool if listed_valid else [s for s in pool if s.image not in held_out]
+        valid, how = _valid(candidates, root, valid_pct, seed)
         both = [s for s in valid if s.image in held_out]
         if both:
             raise DataError(f"{root / 'valid.txt'}: names {len(both)} image(s) that test.txt also names, e.g. "

@@ -94,6 +94,7 @@ def test_16bit_images_of_one_set_are_scaled_by_one_rule(tmp_path):
     notes = []
     spec = discover(_wide_set(tmp_path / "d"), notify=notes.append)
     assert spec.scaling.top == 65535
+    assert check(spec.root).image_values == spec.scaling.why
     assert ("image values: 3 training image(s) wider than 8 bits, largest value 60000: every image scaled by "
             "255/65535 (the 16-bit range), in training and prediction alike") in notes
     dls = make_dataloaders(spec, size=SIDE, bs=2)
