@@ -1,7 +1,7 @@
 """``fastseg check``: what fastseg would train on, and every problem that would stop it.
 
 ``check(root, ...)`` runs the same discovery as ``fit`` (``fastseg.data.inspect_data``) and returns a
-``CheckReport``: layout, counts per split, classes with their pixel share, the mapping applied,
+``CheckReport``: layout, counts per split (test never trains), classes with their pixel share, the mapping applied,
 the void class, warnings and problems. ``ok`` is True when the data is trainable.
 """
 
@@ -37,6 +37,7 @@ class CheckReport:
     mapping: tuple[str, ...] = ()
     void: str | None = None  # what is void, in words
     min_side: int | None = None
+    image_values: str | None = None  # how 16-bit/float images are scaled to 0-255 (None: 8-bit images only)
     warnings: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -69,5 +70,6 @@ def check(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, *, la
     return CheckReport(root=str(spec.root), ok=not problems, layout=spec.layout,
                        counts={s: len(v) for s, v in parts.items() if v or s != "test"},
                        split_source=spec.split_source, classes=tuple(classes), mapping=spec.mapping,
-                       void=void_words or None, min_side=spec.min_side, warnings=spec.warnings,
+                       void=void_words or None, min_side=spec.min_side,
+                       image_values=spec.scaling.why if spec.scaling.top is not None else None, warnings=spec.warnings,
                        problems=tuple(problems), seconds=time.perf_counter() - start)

@@ -1,16 +1,16 @@
-"""Finding images and masks, class codes, mask-value mapping, void class and splits.
+"""Finding images and masks, class codes, mask-value mapping, void class, splits and pixel scaling.
 
 ``discover(root)`` inspects a data folder without modifying it and returns a ``DataSpec``: which
 image pairs with which mask (per split), the class codes, how raw mask values (or mask colours)
 become class indices, and what was done, as notices. ``inspect_data`` does the same but returns
 every problem found instead of raising the first (``fastseg check``). Layouts live in
-``fastseg.layouts``, pixel reading in ``fastseg.images``; ``fastseg.loaders`` builds DataLoaders.
+``fastseg.layouts``, train/valid/test in ``fastseg.splits``, pixel reading in ``fastseg.images``;
+``fastseg.loaders`` builds DataLoaders.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +19,10 @@ import numpy as np
 
 from .config import Notify, silent
 from .errors import DataError
-from .images import IGNORE_INDEX, IMAGE_EXTS, MaskDecoder, image_size, read_image, read_mask
-from .layouts import LAYOUT_CHOICES, Found, Sample, find_layout, list_images
+from .images import (IGNORE_INDEX, IMAGE_EXTS, MaskDecoder, Scaling, image_peak, image_size, read_image, read_mask,
+                     scaling_for)
+from .layouts import LAYOUT_CHOICES, Sample, find_layout, list_images
+from .splits import check_splits, make_splits
 
 __all__ = [
     "IGNORE_INDEX", "IMAGE_EXTS", "LAYOUT_CHOICES", "VOC_CODES", "Sample", "DataSpec", "discover", "inspect_data",
@@ -32,6 +34,7 @@ COLOR_FILES = ("codes.csv", "class_dict.csv")  # name,r,g,b per class (class_dic
 VOC_CODES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
              "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
              "tvmonitor")
+MAX_CLASSES = 255  # mask value 255 is void, so class indices stop at 254
 SCAN_THREADS = 8  # PIL decodes with the GIL released; a few threads hide file-system latency
 
 
@@ -48,12 +51,13 @@ class DataSpec:
     min_side: int  # smallest image side in the set (for crop/resize decisions)
     void_code: str | None = None
     notices: tuple[str, ...] = field(default=())
-    test: tuple[Sample, ...] = ()  # the layout's own test split (SegNet test/, VOC test.txt), never trained on
+    test: tuple[Sample, ...] = ()  # the layout's test split (SegNet test/, VOC test.txt) + test.txt's: never trained
     colors: tuple[tuple[int, int, int], ...] | None = None  # one RGB per code when masks are colour-coded
     mapping: tuple[str, ...] = ()  # how mask values became class indices, in words
     warnings: tuple[str, ...] = ()  # problems that do not stop training
     split_source: str = ""  # where the train/valid split came from
     class_pixels: dict = field(default_factory=dict, compare=False)  # split -> pixels per class (+ "void")
+    scaling: Scaling = Scaling()  # how pixel values become 0-255, decided from the training images
 
     @property
     def n_classes(self) -> int:
@@ -80,7 +84,14 @@ def _read_codes(path: Path) -> tuple[str, ...]:
         raise DataError(f"{path}: duplicate class name(s) {', '.join(dupes)} (each class needs its own name)")
     if len(lines) < 2:
         raise DataError(f"{path}: needs at least 2 classes (background and one more), found {len(lines)}")
+    _at_most_255(path, len(lines))
     return tuple(lines)
+
+
+def _at_most_255(path: Path, n: int) -> None:
+    if n > MAX_CLASSES:
+        raise DataError(f"{path}: {n} classes, but at most {MAX_CLASSES} are possible because mask value 255 "
+                        "is void (merge or drop classes)")
 
 
 def read_colors(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
@@ -111,6 +122,7 @@ def read_colors(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[tuple[i
             raise DataError(f"{path}: duplicate {kind}(s) {', '.join(dupes)} (each class needs its own)")
     if len(names) < 2:
         raise DataError(f"{path}: needs at least 2 classes (name,r,g,b lines), found {len(names)}")
+    _at_most_255(path, len(names))
     return tuple(names), tuple(colors)  # type: ignore[return-value]
 
 
@@ -119,32 +131,36 @@ class _Scanned:
     counts: dict[Path, np.ndarray]  # mask -> 256-bin histogram of raw values
     min_side: int
     problems: list[str]
+    peaks: dict[Path, tuple[float, bool]] = field(default_factory=dict)  # wide image -> (largest value, is float)
 
 
 def _scan_one(sample: Sample, decoder: MaskDecoder):
     try:
         w, h = image_size(sample.image)
         raw = decoder.raw(sample.mask)
+        peak = image_peak(sample.image)
     except DataError as e:
-        return None, 0, str(e)
+        return None, 0, str(e), None
     if raw.shape != (h, w):
         return None, 0, (f"{sample.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but image {sample.image.name} is "
-                         f"{w}x{h} (image and mask must be the same size)")
-    return np.bincount(raw.ravel(), minlength=256), min(w, h), None
+                         f"{w}x{h} (image and mask must be the same size)"), None
+    return np.bincount(raw.ravel(), minlength=256), min(w, h), None, peak
 
 
 def _scan(samples: list[Sample], decoder: MaskDecoder) -> _Scanned:
     """Image headers and mask histograms for every sample, in a thread pool."""
     with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(samples)))) as pool:
         results = list(pool.map(lambda s: _scan_one(s, decoder), samples))
-    counts, problems, sides = {}, [], []
-    for s, (hist, side, problem) in zip(samples, results):
+    counts, problems, sides, peaks = {}, [], [], {}
+    for s, (hist, side, problem, peak) in zip(samples, results):
         if problem:
             problems.append(problem)
         else:
             counts[s.mask] = hist
             sides.append(side)
-    return _Scanned(counts, min(sides) if sides else 0, problems)
+            if peak is not None:
+                peaks[s.image] = peak
+    return _Scanned(counts, min(sides) if sides else 0, problems, peaks)
 
 
 def _index_like(values: list[int]) -> bool:
@@ -181,11 +197,30 @@ def _infer(found: list[int], ignore_index: int | None) -> tuple[tuple[str, ...],
     return tuple(codes), lut, notes, void_code
 
 
+def _binary_foregrounds(scanned: _Scanned) -> list[int]:
+    """The non-zero values when every mask holds 0 and at most one other value; [] otherwise."""
+    found: set[int] = set()
+    for hist in scanned.counts.values():
+        others = np.flatnonzero(hist[1:]).tolist()
+        if len(others) > 1:
+            return []
+        found.update(v + 1 for v in others)
+    return sorted(found)
+
+
 def _map_values(scanned: _Scanned, codes: tuple[str, ...] | None, colors, ignore_index: int | None
                 ) -> tuple[tuple[str, ...], np.ndarray, list[str], list[str], str | None]:
     """Decide how raw values become class indices: (codes, lut, mapping notes, problems, void from ignore)."""
     total = sum(scanned.counts.values(), np.zeros(256, np.int64))
     found = np.flatnonzero(total).tolist()
+    fg = _binary_foregrounds(scanned) if colors is None and ignore_index is None else []
+    if len(fg) > 1 and (codes is None or len(codes) == 2):  # e.g. DRIVE: 0/255 in some files, 0/251 in others
+        names = codes or ("background", "foreground")
+        lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        lut[0], lut[fg] = 0, 1
+        return names, lut, [f"binary masks with foreground values {', '.join(map(str, fg))} in different files: "
+                            f"every non-zero value mapped to 1 (classes: {', '.join(names)}; add codes.txt if "
+                            "they are different classes)"], [], None
     if codes is None:
         inferred, lut, notes, void = _infer(found, ignore_index)
         return inferred, lut, notes, [], void
@@ -215,57 +250,18 @@ def _map_values(scanned: _Scanned, codes: tuple[str, ...] | None, colors, ignore
     return codes, lut, notes, problems, void
 
 
-def _pick(pairs: list[Sample], names: list[str]) -> tuple[list[Sample], list[str]]:
-    by_key = {}
-    for s in pairs:
-        by_key[s.image.name] = s
-        by_key[s.image.stem] = s
-    unknown = [n for n in names if n not in by_key and Path(n).stem not in by_key]
-    chosen = {by_key.get(n, by_key.get(Path(n).stem)).image for n in names if n not in unknown}
-    return [s for s in pairs if s.image in chosen], unknown
-
-
-def _split(found: Found, root: Path, valid_pct: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
-    """Split precedence: the layout's own split, then valid.txt, then a seeded random share."""
-    if "valid" in found.splits:
-        return found.splits["train"], found.splits["valid"], found.split_source or "the layout's split"
-    pairs = found.splits.get("all") or found.splits["train"]
-    valid_file = root / "valid.txt"
-    if valid_file.is_file():
-        valid, unknown = _pick(pairs, [n for n in _read_lines(valid_file) if n])
-        if unknown:
-            raise DataError(f"{valid_file}: names no image in {root} ({', '.join(unknown[:3])}"
-                            f"{' ...' if len(unknown) > 3 else ''}) (list image names or stems, one per line)")
-        chosen = {s.image for s in valid}
-        return [s for s in pairs if s.image not in chosen], valid, f"valid.txt ({len(valid)} images)"
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    valid_idx = set(order[:max(1, round(len(pairs) * valid_pct))])
-    return ([s for i, s in enumerate(pairs) if i not in valid_idx], [s for i, s in enumerate(pairs) if i in valid_idx],
-            f"random {valid_pct:.0%} (seed {seed})")
-
-
-def _check_split(root: Path, train: list[Sample], valid: list[Sample]) -> tuple[list[str], list[str]]:
-    """(problems, warnings) about the split itself."""
-    if not valid:
-        return [f"{root}: the validation set is empty (list images in valid.txt or raise --valid-pct)"], []
-    if not train:
-        return [f"{root}: every image is in the validation set (nothing is left to train on; shorten valid.txt)"], []
-    t, v = {s.image.stem for s in train}, {s.image.stem for s in valid}
-    if t == v:
-        return [f"{root}: the validation set is the training set ({len(v)} images with the same names) "
-                "(validate on images the model does not train on)"], []
-    both = t & v
-    return [], [f"Warning: {root}: {len(both)} validation image name(s) also in training, e.g. {sorted(both)[0]}"] if both else []
-
-
 def _class_pixels(counts: dict[Path, np.ndarray], samples: list[Sample], lut: np.ndarray, n: int) -> list[int]:
     raw = sum((counts[s.mask] for s in samples if s.mask in counts), np.zeros(256, np.int64))
     out = np.bincount(lut, weights=raw, minlength=256)
     return [int(v) for v in out[:n]] + [int(out[IGNORE_INDEX])]
 
 
-def _codes_and_colors(root: Path, layout: str, colors_file: str | None):
+def _codes_and_colors(root: Path, layout: str, colors_file):
+    """(codes, colour table, notices); ``colors_file`` may also be the table itself, as models store it."""
+    if isinstance(colors_file, (list, tuple)):
+        table = [(str(c[0]), tuple(int(v) for v in c[1:4])) for c in colors_file]
+        return tuple(n for n, _ in table), tuple(rgb for _, rgb in table), [
+            f"colour table stored with the model ({len(table)} classes)"]
     for f in ([Path(colors_file)] if colors_file else [root / c for c in COLOR_FILES]):
         if colors_file or f.is_file():
             codes, colors = read_colors(f)
@@ -277,8 +273,36 @@ def _codes_and_colors(root: Path, layout: str, colors_file: str | None):
     return None, None, []
 
 
+def _check_classes(root: Path, codes, train_pixels: list[int], void_code: str | None) -> tuple[list[str], list[str]]:
+    """(problems, warnings) about the classes the training split holds: fewer than 2 is nothing to learn."""
+    present = [c for c, px in zip(codes, train_pixels) if px and c != void_code]
+    if len(present) < 2:
+        held = f"only class '{present[0]}'" if present else "no class at all (every pixel is void)"
+        return [f"{root}: the training masks hold {held}; a model needs at least 2 classes to learn (label the "
+                "objects with mask values 1, 2, ...; labels kept only in an alpha channel are not read)"], []
+    absent = [c for c, px in zip(codes, train_pixels) if px == 0 and c != void_code]
+    if absent:
+        return [], [f"Warning: {root}: class(es) {', '.join(absent[:6])} absent from the training split "
+                    "(the model cannot learn them; move images with them into training)"]
+    return [], []
+
+
+def _scaling(scanned: _Scanned, train: list[Sample], held_out: list[Sample]) -> tuple[Scaling, list[str]]:
+    """The data set's pixel scaling from the training images, its notice, and a warning for held-out
+    images it clips."""
+    scaling = scaling_for([scanned.peaks[s.image] for s in train if s.image in scanned.peaks])
+    if scaling.top is None:
+        return scaling, []
+    notes = [f"image values: {scaling.why}"]
+    over = [s.image for s in held_out if scanned.peaks.get(s.image, (0.0,))[0] > scaling.top]
+    if over:
+        notes.append(f"Warning: {len(over)} validation/test image(s) hold values above {scaling.top:g}, the training "
+                     f"images' range, e.g. {over[0]}: clipped to 255")
+    return scaling, notes
+
+
 def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, *, layout: str = "auto",
-                 colors: str | None = None, void: str | None = None, ignore_index: int | None = None
+                 colors: str | list | None = None, void: str | None = None, ignore_index: int | None = None
                  ) -> tuple[DataSpec | None, list[str]]:
     """Everything ``discover`` finds, plus every problem (empty when trainable). Raises ``DataError``
     only for problems that stop the inspection itself (missing folder, no pairs, bad codes file)."""
@@ -315,29 +339,31 @@ def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
         lut[codes.index(void_code)] = IGNORE_INDEX
         mapping.append(f"class '{void_code}' is void: ignored in loss and metrics")
     void_code = void_code or void_from_index
-    train, valid, how = _split(found, found.root, valid_pct, seed)
-    split_problems, split_warnings = _check_split(found.root, train, valid)
+    splits = make_splits(found, found.root, valid_pct, seed)
+    train, valid, test, how = list(splits.train), list(splits.valid), list(splits.test), splits.source
+    split_problems, split_warnings = check_splits(found.root, train, valid)
     problems += split_problems
     warnings += split_warnings
-    test = found.splits.get("test", [])
     pixels = {name: _class_pixels(scanned.counts, part, lut, len(codes))
               for name, part in (("train", train), ("valid", valid), ("test", test)) if part}
+    scaling, scale_notes = _scaling(scanned, train, [*valid, *test])
+    notices += scale_notes[:1]
+    warnings += scale_notes[1:]
     if train and not split_problems:
-        absent = [c for c, px in zip(codes, pixels["train"]) if px == 0 and c != void_code]
-        if absent:
-            warnings.append(f"Warning: {found.root}: class(es) {', '.join(absent[:6])} absent from the training split "
-                            "(the model cannot learn them; move images with them into training)")
+        class_problems, class_warnings = _check_classes(found.root, codes, pixels["train"], void_code)
+        problems += class_problems
+        warnings += class_warnings
     notices += mapping
     notices.append(f"split: {len(train)} train / {len(valid)} valid{f' / {len(test)} test' if test else ''}, {how}")
     spec = DataSpec(root=found.root, layout=found.layout, train=tuple(train), valid=tuple(valid), codes=tuple(codes),
                     lut=tuple(int(v) for v in lut), min_side=int(scanned.min_side), void_code=void_code,
                     notices=tuple(notices + warnings), test=tuple(test), colors=color_table, mapping=tuple(mapping),
-                    warnings=tuple(warnings), split_source=how, class_pixels=pixels)
+                    warnings=tuple(warnings), split_source=how, class_pixels=pixels, scaling=scaling)
     return spec, problems
 
 
 def discover(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, notify: Notify = silent, *,
-             layout: str = "auto", colors: str | None = None, void: str | None = None,
+             layout: str = "auto", colors: str | list | None = None, void: str | None = None,
              ignore_index: int | None = None) -> DataSpec:
     """Inspect ``root`` (any layout in ``LAYOUT_CHOICES``); raise the first problem as a ``DataError``."""
     spec, problems = inspect_data(root, valid_pct, seed, layout=layout, colors=colors, void=void,

@@ -32,22 +32,18 @@ class EvalResult:
 
 
 def select_split(spec: DataSpec, split: str) -> list:
-    """The samples of ``split``: valid, all, or test (the images named in ``<data>/test.txt``)."""
+    """The samples of ``split`` as ``discover`` split them: valid, test (the layout's own test split and
+    ``<data>/test.txt``'s images, never trained on), or all."""
     if split == "valid":
         return list(spec.valid)
     if split == "all":
-        return [*spec.train, *spec.valid]
+        return [*spec.train, *spec.valid, *spec.test]
     if split != "test":
         raise DataError(f"unknown split `{split}`; valid splits: {', '.join(SPLITS)}")
-    listing = spec.root / "test.txt"
-    if not listing.is_file():
-        raise DataError(f"{listing}: no test.txt (list the test images there, one name per line, "
+    if not spec.test:
+        raise DataError(f"{spec.root / 'test.txt'}: no test.txt (list the test images there, one name per line, "
                         "or use --split valid|all)")
-    names = {n.strip() for n in listing.read_text().splitlines() if n.strip()}
-    chosen = [s for s in (*spec.train, *spec.valid) if s.image.name in names or s.image.stem in names]
-    if not chosen:
-        raise DataError(f"{listing}: names no image in {spec.root / 'images'}")
-    return chosen
+    return list(spec.test)
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: str | Path | None = None,
@@ -57,7 +53,10 @@ def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: st
 
     predictor = load(model)
     split_meta = predictor.meta.get("split", {})
-    spec = discover(data, valid_pct=split_meta.get("valid_pct", 0.2), seed=split_meta.get("seed", 42))
+    opts = predictor.meta.get("data_options") or {}  # --layout/--void/--ignore-index/--colors as in training
+    spec = discover(data, valid_pct=split_meta.get("valid_pct", 0.2), seed=split_meta.get("seed", 42),
+                    layout=opts.get("layout") or "auto", colors=opts.get("colors"), void=opts.get("void"),
+                    ignore_index=opts.get("ignore_index"))
     if list(spec.codes) != list(predictor.codes):
         raise DataError(f"{data}: classes {', '.join(spec.codes)} do not match the model's "
                         f"{', '.join(predictor.codes)} (evaluate on data labelled like the training set)")

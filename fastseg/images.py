@@ -9,6 +9,8 @@ RGB colours of a colour-coded mask. ``MaskDecoder`` turns a mask file into class
 from __future__ import annotations
 
 import os
+import struct
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -16,12 +18,103 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 
-__all__ = ["IGNORE_INDEX", "IMAGE_EXTS", "read_image", "read_mask", "read_color_mask", "image_size",
-           "MaskDecoder", "pack_rgb"]
+__all__ = ["IGNORE_INDEX", "IMAGE_EXTS", "MASK_EXTS", "read_image", "read_mask", "read_color_mask", "image_size",
+           "MaskDecoder", "pack_rgb", "Scaling", "scaling_for", "image_peak", "exif_orientation", "upright",
+           "scaled_uint8", "EIGHT_BIT_MODES"]
 
 IGNORE_INDEX = 255  # void pixels: excluded from the loss and every metric
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_EXTS = (*IMAGE_EXTS, ".gif")  # public sets ship GIF masks (DRIVE's manual/*.gif)
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+EIGHT_BIT_MODES = ("RGB", "L", "RGBA", "LA", "P", "PA", "1", "CMYK", "YCbCr", "RGBX")
+BIT_DEPTHS = (8, 10, 12, 14, 16)  # sensor depths: a set is scaled by the smallest range that holds its maximum
+
+_ORIENTATION = 0x0112  # EXIF tag: how to turn the stored pixels to show the picture as viewers do
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}  # the table of PIL.ImageOps.exif_transpose
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8, 1 = as stored) from the header only (PNG: an eXIf chunk before the pixels).
+
+    Read without decoding pixels, so ``image_size`` and the readers agree on every file."""
+    try:
+        if im.format == "PNG":  # PIL's PNG getexif() decodes the whole image to look past the pixels
+            exif = Image.Exif()
+            if im.info.get("exif"):
+                exif.load(im.info["exif"])
+        else:
+            exif = im.getexif()
+        value = exif.get(_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError, TypeError, struct.error):
+        return 1  # unreadable EXIF: viewers show the pixels as stored
+    return value if value in _UPRIGHT else 1
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` turned as its EXIF orientation says (phone photos are stored rotated), else ``im`` itself."""
+    method = _UPRIGHT.get(exif_orientation(im))
+    return im if method is None else im.transpose(method)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How a data set's pixel values become 0-255, decided once from its training images and stored
+    with the model (JSON: ``as_dict``/``from_dict``; per-channel statistics can extend it as fields).
+
+    8-bit images are used as they are; wider ones (16/32-bit integers, floats) are multiplied by
+    255 / ``top`` and clipped to 0-255."""
+
+    top: float | None = None  # the value that becomes 255; None: the type's full range (65535, floats 1.0)
+    why: str = "8-bit images: used as they are"
+
+    def to_uint8(self, arr: np.ndarray) -> np.ndarray:
+        arr = np.asarray(arr)
+        if arr.dtype == np.uint8:
+            return arr
+        top = self.top if self.top is not None else (1.0 if arr.dtype.kind == "f" else 65535.0)
+        out = np.nan_to_num(arr.astype(np.float32)) * np.float32(255.0 / top) + np.float32(0.5)
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Scaling | None":
+        """``None`` (a model saved before scaling was stored) keeps the old per-image rule."""
+        return None if not d else cls(**{k: d[k] for k in ("top", "why") if k in d})
+
+
+def scaling_for(peaks: Sequence[tuple[float, bool]]) -> Scaling:
+    """The data set's rule from its wide training images' (largest value, is float) pairs."""
+    if not peaks:
+        return Scaling()
+    hi = max(p for p, _ in peaks)
+    if all(is_float for _, is_float in peaks) and hi <= 1.0:
+        return Scaling(1.0, f"{len(peaks)} float image(s) with values in 0-1: x255 for every image")
+    bits = next((b for b in BIT_DEPTHS if hi <= 2 ** b - 1), None)
+    top = float(2 ** bits - 1) if bits else hi
+    depth = f"the {bits}-bit range" if bits else "the largest value"
+    return Scaling(top, f"{len(peaks)} training image(s) wider than 8 bits, largest value {hi:g}: every image "
+                        f"scaled by 255/{top:g} ({depth}), in training and prediction alike")
+
+
+def image_peak(path: str | os.PathLike) -> tuple[float, bool] | None:
+    """(largest value, is float) of an image wider than 8 bits; None for 8-bit images (header only)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode in EIGHT_BIT_MODES:
+                return None
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise _open_error(path, "image", e) from None
+    return (float(np.nanmax(arr)) if arr.size else 0.0), arr.dtype.kind == "f"
+
+
+def scaled_uint8(arr: np.ndarray, scaling: Scaling | None) -> np.ndarray:
+    """``scaling``'s rule; None: the per-image rule of models saved before scaling was stored."""
+    return _to_uint8(arr) if scaling is None else scaling.to_uint8(arr)
 
 
 def _open_error(path, what: str, e: Exception) -> DataError:
@@ -44,12 +137,14 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return (arr.astype(np.float32) * (255.0 / top) + 0.5).astype(np.uint8)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as HxWx3 uint8: grey is repeated, alpha dropped, 16-bit scaled, palettes expanded."""
+def read_image(path: str | os.PathLike, scaling: Scaling | None = None) -> np.ndarray:
+    """An image file upright (EXIF) as HxWx3 uint8: grey is repeated, alpha dropped, wide values scaled
+    by ``scaling`` (None: per image, as models saved before scaling was stored), palettes expanded."""
     try:
         with Image.open(path) as im:
+            im = upright(im)
             if im.mode in _WIDE_MODES:
-                grey = _to_uint8(np.asarray(im))
+                grey = scaled_uint8(np.asarray(im), scaling)
                 return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
             if im.mode in ("RGB", "L"):
                 arr = np.asarray(im.convert("RGB"))
@@ -57,17 +152,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA", "P") else "RGB"))[..., :3]
             else:  # e.g. 16-bit RGB TIFFs that PIL exposes in other modes
                 arr = np.asarray(im)
-                arr = _to_uint8(arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2))[..., :3]
+                arr = scaled_uint8(arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2), scaling)[..., :3]
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise _open_error(path, "image", e) from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from the header, after a cheap integrity check (PNG CRCs, JPEG end marker)."""
+    """(width, height) as viewers show it (EXIF orientations 5-8 swap them), from the header, after a
+    cheap integrity check (PNG CRCs, JPEG end marker)."""
     try:
         with Image.open(path) as im:
             size, fmt = im.size, im.format
+            if exif_orientation(im) >= 5:  # turned by a quarter: width and height swap
+                size = size[::-1]
             if fmt == "PNG":
                 im.verify()  # walks the chunks and their CRCs without decoding pixels
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
@@ -80,10 +178,23 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return size
 
 
+def _gif_grey(im: Image.Image) -> Image.Image:
+    """A GIF (always palette-coded) with a grey palette as its grey values: GIF encoders order palettes
+    freely, so the grey levels, not the indices, are the labels (0/255 binaries stay 0/255)."""
+    if im.format != "GIF" or im.mode != "P":
+        return im
+    used = np.unique(np.asarray(im))
+    pal = np.asarray(im.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    if used.max(initial=0) >= len(pal) or not (pal[used] == pal[used][:, :1]).all():
+        return im  # a colour palette: the indices are the labels, as in palette PNGs
+    return im.convert("L")
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Raw mask values as an HxW uint8 array (palette PNGs give their indices)."""
+    """Raw mask values, upright (EXIF), as an HxW uint8 array (palette PNGs and GIFs give their indices)."""
     try:
         with Image.open(path) as im:
+            im = _gif_grey(upright(im))
             if im.mode in ("P", "L"):
                 arr = np.asarray(im)
             elif im.mode in _WIDE_MODES:
@@ -108,9 +219,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_color_mask(path: str | os.PathLike) -> np.ndarray:
-    """A mask's colours as HxWx3 uint8 (palette, grey and RGBA masks converted to RGB)."""
+    """A mask's colours, upright (EXIF), as HxWx3 uint8 (palette, grey and RGBA masks converted to RGB)."""
     try:
         with Image.open(path) as im:
+            im = upright(im)
             return np.ascontiguousarray(np.asarray(im.convert("RGB")), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise _open_error(path, "mask", e) from None

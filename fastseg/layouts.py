@@ -14,7 +14,7 @@ from typing import Callable
 
 from .config import LAYOUT_CHOICES as CONFIG_LAYOUTS
 from .errors import DataError
-from .images import IMAGE_EXTS
+from .images import IMAGE_EXTS, MASK_EXTS
 
 __all__ = ["LAYOUTS", "LAYOUT_CHOICES", "Sample", "Found", "find_layout", "list_images", "MASK_DIRS", "MASK_SUFFIXES"]
 
@@ -43,15 +43,15 @@ class Found:
     notices: list[str] = field(default_factory=list)
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+def list_images(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
                   and not p.name.startswith("."))
 
 
 def _pair(images: list[Path], mask_dir: Path) -> tuple[list[Sample], list[Path], list[Path]]:
     """Pair each image with the mask of the same stem (mask suffixes like _P or _mask allowed)."""
     masks: dict[str, Path] = {}
-    for m in list_images(mask_dir):
+    for m in list_images(mask_dir, MASK_EXTS):
         masks.setdefault(m.stem, m)
     pairs, unpaired, used = [], [], set()
     for img in images:
@@ -72,6 +72,12 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _no_pairs(mask_dir: Path) -> DataError:
+    if not list_images(mask_dir, MASK_EXTS):  # say so rather than blame the names
+        kinds = sorted({p.suffix.lower() or p.name for p in mask_dir.iterdir()
+                        if p.is_file() and not p.name.startswith(".")})
+        if kinds:
+            return DataError(f"{mask_dir}: no mask of a type fastseg reads (found {', '.join(kinds)}; masks are read "
+                             f"from {', '.join(MASK_EXTS)}) (convert the masks to PNG)")
     return DataError(f"{mask_dir}: no mask matches any image by name (image a.png needs mask a.png or a_mask.png)")
 
 

@@ -14,16 +14,16 @@ import torch
 from .config import FitConfig, Notify, silent
 from .augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
 from .data import DataSpec, read_image
-from .images import MaskDecoder
+from .images import MaskDecoder, Scaling
 from .progressive import optimiser_steps
 
 __all__ = ["ImageForPath", "MaskForImage", "auto_size", "make_dataloaders", "cache_bytes", "dataloaders_for",
            "train_crops_like"]
 
 
-def _open_image(path) -> np.ndarray:
+def _open_image(path, scaling: Scaling | None = None) -> np.ndarray:
     """An image file as HxWx3 uint8 (grey, RGBA and 16-bit converted): the one place images are decoded."""
-    return read_image(path)
+    return read_image(path, scaling)
 
 
 class _Cached:
@@ -51,13 +51,20 @@ class _Cached:
 
 class ImageForPath(_Cached):
     """fastai ``get_x``: image path -> HxWx3 uint8 array (``PILImage.create`` makes it an image),
-    from the RAM cache when preloaded, else decoded from disk (as at prediction time)."""
+    from the RAM cache when preloaded, else decoded from disk (as at prediction time).
 
-    def __init__(self):
+    ``scaling``: the data set's rule for wide (16-bit, float) values, pickled with the export;
+    learners exported before it existed unpickle with ``None``, the old per-image rule."""
+
+    def __init__(self, scaling: Scaling | None = None):
         self.cache = {}
+        self.scaling = scaling
+
+    def __setstate__(self, state):
+        super().__setstate__({"scaling": None, **state})  # pickled before the rule existed: per image, as then
 
     def decode(self, path) -> np.ndarray:
-        return _open_image(path)
+        return _open_image(path, self.scaling)
 
     def wrap(self, arr: np.ndarray) -> np.ndarray:
         return arr
@@ -134,7 +141,7 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     # SegCrop = RandomCrop that the export switches to whole images (fastseg.transforms).
     item_tfms = [SegCrop(size)] if spec.min_side >= size else [Resize(size)]
     batch_tfms = seg_batch_tfms(aug)  # fastseg.augment: full / flips / none (normalisation only)
-    get_x, get_y = getters or (ImageForPath(), MaskForImage(masks, spec.decoder))
+    get_x, get_y = getters or (ImageForPath(spec.scaling), MaskForImage(masks, spec.decoder))
     if cache and getters is None:
         unique = list(dict.fromkeys(items))
         get_x.preload(unique)

@@ -30,7 +30,7 @@ from .config import PredictConfig
 from .data import IMAGE_EXTS
 from .device import resolve_num_workers
 from .errors import ConfigError, DataError, ModelError
-from .images import read_image
+from .images import EIGHT_BIT_MODES, Scaling, read_image, scaled_uint8, upright
 from .io import atomic_write_bytes, palette_for
 from .metrics import class_argmax
 from .tiling import tiled_probs
@@ -41,17 +41,20 @@ __all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "s
 MODEL_KINDS = ".pkl (fastai export), a bundle folder (fastseg.json + model.safetensors), .onnx or .pt (TorchScript)"
 
 
-def load_image(src) -> np.ndarray:
-    """HxWx3 uint8 RGB from a path, PIL image or array (grey, RGBA, 16-bit and palette converted)."""
+def load_image(src, scaling: Scaling | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB, upright (EXIF), from a path, PIL image or array (grey, RGBA and palettes
+    converted; 16-bit and float values by the model's ``scaling``, None: per image as old models did)."""
     if isinstance(src, np.ndarray):
         arr = src
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
-        return np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+        return np.ascontiguousarray(scaled_uint8(arr[..., :3], scaling), dtype=np.uint8)
     if not isinstance(src, Image.Image):
-        return read_image(src)  # the same decoding as training (16-bit scaling, alpha, palettes)
+        return read_image(src, scaling)  # the same decoding as training (scaling, EXIF, alpha, palettes)
+    if src.mode not in EIGHT_BIT_MODES:
+        return load_image(np.asarray(upright(src)), scaling)  # 16-bit / float: scaled like files
     try:
-        return np.asarray(src.convert("RGB"))
+        return np.asarray(upright(src).convert("RGB"))
     except (OSError, ValueError) as e:
         raise DataError(f"{src}: cannot convert image ({e.__class__.__name__}: {e})") from None
 
@@ -69,9 +72,9 @@ def _peek_size(src) -> tuple[int, int]:
         raise DataError(f"{src}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
-def _try_load(src):
+def _try_load(src, scaling: Scaling | None = None):
     try:
-        return load_image(src)
+        return load_image(src, scaling)
     except DataError as e:
         return e
 
@@ -79,14 +82,15 @@ def _try_load(src):
 class ImageSource(torch.utils.data.Dataset):
     """Decodes images in DataLoader workers: item -> (index, HxWx3 uint8 array or the DataError)."""
 
-    def __init__(self, items: Sequence):
+    def __init__(self, items: Sequence, scaling: Scaling | None = None):
         self.items = items
+        self.scaling = scaling
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        return i, _try_load(self.items[i])
+        return i, _try_load(self.items[i], self.scaling)
 
 
 def keep_list(batch: list) -> list:
@@ -210,7 +214,8 @@ class Predictor:
             yield Prediction(i, None, error=e)
         # one batch: nothing to overlap with
         workers = resolve_num_workers(cfg.workers, self.device) if len(batches) > 1 else 0
-        loader = torch.utils.data.DataLoader(ImageSource(images), batch_sampler=batches, collate_fn=keep_list,
+        scaling = Scaling.from_dict(self.meta.get("scaling"))  # the training set's rule (None: old model)
+        loader = torch.utils.data.DataLoader(ImageSource(images, scaling), batch_sampler=batches, collate_fn=keep_list,
                                              num_workers=workers)
         for batch in loader:
             same: dict[tuple, list] = {}

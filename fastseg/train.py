@@ -106,6 +106,10 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
                                                                 "source": winfo.source},
         "input": "crop" if spec.min_side >= size else "resize",
         "split": {"valid_pct": cfg.valid_pct, "seed": cfg.seed},  # lets `fastseg evaluate` rebuild the same split
+        # ... and read masks as training did (the colour table itself: its file may be gone by then)
+        "data_options": {"layout": cfg.layout, "void": cfg.void, "ignore_index": cfg.ignore_index,
+                         "colors": [[c, *rgb] for c, rgb in zip(spec.codes, spec.colors)] if spec.colors else None},
+        "scaling": spec.scaling.as_dict(),  # prediction scales 16-bit/float images as training did
     }
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fastseg-"))
     learn = Learner(dls, model, loss_func=make_loss(cfg.loss, spec.n_classes, cfg.class_weights),
