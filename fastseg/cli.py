@@ -391,7 +391,7 @@ def check_cmd(data, as_json, **options):
 @click.option("--data", type=click.Path(), default=DEFAULTS.data, show_default=True,
               help="Data folder with images/ and masks/ (labelled like the training data).")
 @click.option("--split", type=click.Choice(["valid", "test", "all"]), default="valid", show_default=True,
-              help="valid: the training split's validation images; test: those in test.txt; all: every image.")
+              help="valid: the training split's validation images; test: the layout's test split and test.txt's images (never trained on); all: every image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False), default="exports/confusion.png", show_default=True,
               help="Where to save the confusion-matrix plot.")
