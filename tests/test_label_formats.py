@@ -359,12 +359,13 @@ def test_each_label_format_trains(tmp_path, make):
 def test_predict_format_coco_and_cvat_match_png(tmp_path, trained, tiny_data):
     src = tiny_data / "images"
     runner = CliRunner()
-    res = runner.invoke(main, ["predict", str(trained.export), str(src), "--out", str(tmp_path / "png")])
+    torch = ["--backend", "torch"]  # no in-memory ONNX conversion per call
+    res = runner.invoke(main, ["predict", str(trained.export), str(src), "--out", str(tmp_path / "png"), *torch])
     assert res.exit_code == 0, res.output
     png = {p.name: np.asarray(Image.open(p)) for p in (tmp_path / "png").glob("*.png")}
     for fmt, target in (("coco", "annotations/instances_default.json"), ("cvat", "segmentation_mask.zip")):
         out = tmp_path / fmt
-        res = runner.invoke(main, ["predict", str(trained.export), str(src), "--out", str(out), "--format", fmt])
+        res = runner.invoke(main, ["predict", str(trained.export), str(src), "--out", str(out), "--format", fmt, *torch])
         assert res.exit_code == 0, res.output
         assert f"wrote {len(png)} pre-annotated image(s) to {out / target} (" in res.output
         assert not list(out.glob("*.png"))
