@@ -136,6 +136,7 @@ def cache_dir(kind: str, sources: list[tuple[str, bytes]]) -> Path:
 
 def render_all(kind: str, parsed: Parsed, paint: Callable[[Item, int], np.ndarray]) -> tuple[Path, bool]:
     """The cache folder holding every item's mask (rendered now if absent); True if rendered now."""
+    # Files in a cache, not a decoder that renders on read: every mask reader, check's scan and the RAM cache stay as they are.
     final = cache_dir(kind, parsed.sources)
     root = final.parent
     if final.is_dir():
