@@ -9,10 +9,12 @@ import warnings
 
 import click
 
-from .config import FitConfig
+from .config import FORMAT_CHOICES, FitConfig
 from .errors import FastsegError
 
 DEFAULTS = FitConfig()
+PRELABEL_HINTS = {"coco": "COCO instances with RLE masks: import as 'COCO 1.0' in CVAT or any COCO tool",
+                  "cvat": "import in CVAT as 'Segmentation mask 1.1'"}
 
 
 class FastsegGroup(click.Group):
@@ -266,6 +268,10 @@ def lr_find_cmd(config_file, plot, **options):
                    "needs every core; else as for fit's --num-workers).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPU when installed (same masks, faster), else torch.")
+@click.option("--format", "format", type=click.Choice(FORMAT_CHOICES), default="png", show_default=True,
+              help="png: <name>.png class-index masks; coco: annotations/instances_default.json (RLE, one "
+                   "annotation per region); cvat: segmentation_mask.zip (CVAT 'Segmentation mask 1.1'). "
+                   "coco and cvat are pre-annotations to correct in a labelling tool.")
 def predict(model, inputs, out, recursive, **options):
     """Predict masks for images, folders or glob patterns with a fastseg model.
 
@@ -277,6 +283,7 @@ def predict(model, inputs, out, recursive, **options):
     Example:
       fastseg predict exports/model.pkl data/images --out predictions/
       fastseg predict exports/model "scans/*.tif" --tile 512 --tta --overlay
+      fastseg predict exports/model.pkl unlabelled/ --format cvat --out prelabels/   # correct in CVAT, retrain
     """
     from .config import PredictConfig
     from .predict import collect_inputs, load, predict_paths
@@ -291,7 +298,10 @@ def predict(model, inputs, out, recursive, **options):
     for src, why in report.failed:
         click.echo(f"Error: {why}", err=True)
     n_ok = len(items) - len(report.failed)
-    click.echo(f"wrote {n_ok} mask(s) to {out}")
+    if cfg.format == "png":
+        click.echo(f"wrote {n_ok} mask(s) to {out}")
+    else:
+        click.echo(f"wrote {n_ok} pre-annotated image(s) to {report.written[-1]} ({PRELABEL_HINTS[cfg.format]})")
     if report.failed:
         raise SystemExit(1)
 

@@ -25,7 +25,7 @@ def silent(message: str) -> None:
 
 
 WEIGHT_CHOICES = ("imagenet", "none")
-LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc")  # fastseg.layouts.LAYOUTS, plus auto
+LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc", "coco", "cvat", "labelme")  # layouts.LAYOUTS + auto
 LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.losses implements each
 CACHE_CHOICES = ("auto", "ram", "none")
 AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.augment.seg_batch_tfms builds each
@@ -177,6 +177,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 BACKEND_CHOICES = ("auto", "torch", "onnx")
+FORMAT_CHOICES = ("png", "coco", "cvat")  # fastseg.prelabels writes coco and cvat
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class PredictConfig:
     workers: int | str = "auto"  # decode processes; auto: none on CPUs with <= 4 cores (measured: 1 worker cost
     # ONNX Runtime 13% on 2 cores), else they keep decoding off the cores/GPU that run the model
     backend: str = "auto"  # auto: ONNX Runtime on CPU when installed (about 2x torch eager), else torch
+    format: str = "png"  # png: the index masks fit/evaluate read; coco/cvat: pre-annotations for a labelling tool
 
     def __post_init__(self) -> None:
         if self.bs < 1:
@@ -204,3 +206,5 @@ class PredictConfig:
             raise ConfigError(f"workers must be 'auto' or 0 or more, got {self.workers!r}")
         if self.backend not in BACKEND_CHOICES:
             raise ConfigError(f"unknown backend {self.backend!r}; valid choices: {', '.join(BACKEND_CHOICES)}")
+        if self.format not in FORMAT_CHOICES:
+            raise ConfigError(f"unknown format {self.format!r}; valid choices: {', '.join(FORMAT_CHOICES)}")

@@ -301,6 +301,15 @@ def _scaling(scanned: _Scanned, train: list[Sample], held_out: list[Sample]) -> 
     return scaling, notes
 
 
+def _layout_classes(found: Found, colors_file: str | None):
+    """A labelling-tool export's own class table (fastseg.annotations), else the folder's codes files."""
+    if found.codes is None:
+        return _codes_and_colors(found.root, found.layout, colors_file)
+    if colors_file and not isinstance(colors_file, (list, tuple)):  # a table stored with a model is checked by evaluate
+        raise DataError(f"{found.root}: the {found.layout} layout takes its classes from its own files (drop --colors)")
+    return found.codes, found.colors, []
+
+
 def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, *, layout: str = "auto",
                  colors: str | list | None = None, void: str | None = None, ignore_index: int | None = None
                  ) -> tuple[DataSpec | None, list[str]]:
@@ -318,7 +327,8 @@ def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
     if found.unpaired_masks:
         warnings.append(f"Warning: {len(found.unpaired_masks)} mask(s) without an image ignored, "
                         f"e.g. {found.unpaired_masks[0]}")
-    codes, color_table, notes = _codes_and_colors(found.root, found.layout, colors)
+    warnings += found.warnings
+    codes, color_table, notes = _layout_classes(found, colors)
     notices += notes
     void_code = next((c for c in codes if c in VOID_NAMES), None) if codes else None
     if void is not None:

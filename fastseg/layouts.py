@@ -1,9 +1,10 @@
 """Data-set layouts: which folders hold images and masks, how they pair, and the layout's own split.
 
-Four layouts are recognised (``LAYOUTS``); ``find_layout(root, "auto")`` picks the first whose
-folders exist. Each finder returns a ``Found``: samples per split ("train", "valid", "test", or
-"all" when the layout has no split of its own), plus what could not be paired. Nothing here
-reads pixels; nothing here writes.
+Seven layouts are recognised (``LAYOUTS``); ``find_layout(root, "auto")`` picks the first whose
+folders or files exist. Each finder returns a ``Found``: samples per split ("train", "valid", "test",
+or "all" when the layout has no split of its own), plus what could not be paired. Nothing here
+reads pixels or writes; the labelling-tool layouts (COCO, CVAT, LabelMe) live in
+``fastseg.annotations``, which renders COCO and LabelMe shapes into a cache outside the data folder.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Found:
     unpaired_images: list[Path] = field(default_factory=list)
     unpaired_masks: list[Path] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # problems that do not stop training, one line each
+    codes: tuple[str, ...] | None = None  # the layout's own class table (labelling-tool exports), else None
+    colors: tuple[tuple[int, int, int], ...] | None = None  # one RGB per code when its masks are colour PNGs
 
 
 def list_images(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
@@ -167,18 +171,47 @@ def _voc(root: Path) -> Found:
     return found
 
 
+def _coco(root: Path) -> Found:
+    from .annotations import read_coco  # imported on use: it imports this module (and pycocotools on use)
+
+    return read_coco(root)
+
+
+def _cvat(root: Path) -> Found:
+    from .annotations import read_cvat
+
+    return read_cvat(root)
+
+
+def _labelme(root: Path) -> Found:
+    from .annotations import read_labelme
+
+    return read_labelme(root)
+
+
 LAYOUTS: dict[str, Callable[[Path], Found]] = {
     "images+masks": _folders, "camvid": _folders, "segnet": _segnet, "voc": _voc,
+    "coco": _coco, "cvat": _cvat, "labelme": _labelme,
 }
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 assert LAYOUT_CHOICES == CONFIG_LAYOUTS, "keep fastseg.config.LAYOUT_CHOICES in step with LAYOUTS"
 
 
+def _has_mask_folder(root: Path) -> bool:
+    return (root / "images").is_dir() and any((root / d).is_dir() and list_images(root / d) for d in MASK_DIRS)
+
+
 def _detect(root: Path) -> str:
+    from .annotations import cvat_root, detect_annotations
+
+    if root.is_dir() and cvat_root(root) is not None:  # before VOC: CVAT's export is VOC plus labelmap.txt
+        return "cvat"
     if (_voc_root(root) / "JPEGImages").is_dir():
         return "voc"
     if (root / "train").is_dir() and (root / "trainannot").is_dir():
         return "segnet"
+    if root.is_dir() and not _has_mask_folder(root):  # mask images win over stray JSON files
+        return detect_annotations(root) or "images+masks"
     return "images+masks"
 
 

@@ -115,19 +115,15 @@ def plot_confusion(cm, codes, dest: str | Path) -> Path:
 
 def write_run_plots(run: Path, learn, spec, history: list[dict], cm, n_samples: int = 4) -> list[Path]:
     """losses.png, metrics.png, samples.png (first validation images, full size) and confusion.png."""
-    from .data import read_mask
     from .predict import Predictor, load_image
-
-    import numpy as np
 
     run = Path(run)
     out = [plot_history(history, ["train_loss", "valid_loss"], run / "losses.png", "loss", "loss per epoch"),
            plot_history(history, ["miou", "dice"], run / "metrics.png", "score", "validation mIoU and Dice")]
     samples = list(spec.valid[:n_samples])
-    lut = np.asarray(spec.lut, dtype=np.uint8)
     images = [load_image(s.image) for s in samples]
     preds = Predictor.from_learner(learn).predict(images)
-    truths = [lut[read_mask(s.mask)] for s in samples]
+    truths = [spec.decoder(s.mask) for s in samples]  # colour masks too (codes.csv, CVAT), as in training
     out.append(plot_samples(images, truths, preds, spec.n_classes, run / "samples.png"))
     out.append(plot_confusion(cm, spec.codes, run / "confusion.png"))
     return out

@@ -33,6 +33,7 @@ from .errors import ConfigError, DataError, ModelError
 from .images import EIGHT_BIT_MODES, Scaling, read_image, scaled_uint8, upright
 from .io import atomic_write_bytes, palette_for
 from .metrics import class_argmax
+from .prelabels import open_labels
 from .tiling import tiled_probs
 
 __all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "save_mask", "save_probs",
@@ -374,7 +375,7 @@ class PredictReport:
 def _write_outputs(r: Prediction, dest: Path, predictor: Predictor, cfg: PredictConfig) -> list[Path]:
     from .overlay import save_overlay
 
-    out = [save_mask(r.mask, dest, len(predictor.codes))]
+    out = [save_mask(r.mask, dest, len(predictor.codes))] if cfg.format == "png" else []  # else: prelabels
     if cfg.overlay:
         out.append(save_overlay(r.image, r.mask, predictor.codes, dest.with_name(dest.stem + "_overlay.jpg")))
     if cfg.probs:
@@ -394,6 +395,7 @@ def predict_paths(predictor: Predictor, inputs: Iterable[str], out: str | os.Pat
     out = Path(out)
     report = PredictReport()
     pending = []
+    labels = open_labels(cfg.format, out, predictor.codes, predictor.meta.get("void_code"))  # coco/cvat; png: None
     with ThreadPoolExecutor(max_workers=1) as writer:
         for done, r in enumerate(predictor.iter_predictions([src for src, _ in items], cfg, keep_images=cfg.overlay), 1):
             src, rel = items[r.index]
@@ -401,8 +403,12 @@ def predict_paths(predictor: Predictor, inputs: Iterable[str], out: str | os.Pat
                 report.failed.append((src, str(r.error)))
             else:
                 pending.append(writer.submit(_write_outputs, r, out / rel, predictor, cfg))
+                if labels is not None:  # the one writer thread serialises the pre-annotation writer's adds
+                    pending.append(writer.submit(labels.add, rel.with_suffix(src.suffix).as_posix(), r.mask))
             if progress is not None:
                 progress(done, len(items))
     for f in pending:
         report.written += f.result()
+    if labels is not None:
+        report.written.append(labels.close())
     return report

@@ -187,8 +187,8 @@ def test_forced_layout_that_does_not_fit_is_an_error(tmp_path):
     root = make_folders(tmp_path / "d")
     with pytest.raises(DataError, match=r"d: no train/ folder \(SegNet layout needs train/ and trainannot/\)"):
         discover(root, layout="segnet")
-    with pytest.raises(DataError, match="choose one of: auto, images\\+masks, camvid, segnet, voc"):
-        discover(root, layout="coco")
+    with pytest.raises(DataError, match="choose one of: auto, images\\+masks, camvid, segnet, voc, coco, cvat, labelme"):
+        discover(root, layout="nope")
 
 
 def test_colour_masks_through_codes_csv(tmp_path):
