@@ -279,15 +279,16 @@ def predict(model, inputs, out, recursive, **options):
       fastseg predict exports/model "scans/*.tif" --tile 512 --tta --overlay
     """
     from .config import PredictConfig
-    from .predict import collect_inputs, load, predict_paths
+    from .outputs import prepare_outputs
+    from .predict import collect_inputs, load, write_predictions
 
     cfg = PredictConfig(**options)
     predictor = load(model, backend=cfg.backend)
     items = collect_inputs(inputs, recursive=recursive)
+    folder = prepare_outputs(items, out, cfg, model=model)  # before any inference: nothing the user has is replaced
     click.echo(f"backend: {predictor.backend_note}", err=True)
     with click.progressbar(length=len(items), label="predicting", file=click.get_text_stream("stderr")) as bar:
-        report = predict_paths(predictor, inputs, out, cfg, recursive=recursive, items=items,
-                               progress=lambda done, n: bar.update(1))
+        report = write_predictions(predictor, items, folder, cfg, progress=lambda done, n: bar.update(1))
     for src, why in report.failed:
         click.echo(f"Error: {why}", err=True)
     n_ok = len(items) - len(report.failed)
@@ -326,8 +327,11 @@ def export_cmd(model, fmt, out, force):
 @click.option("--n", type=click.IntRange(min=2), default=60, show_default=True, help="Number of images.")
 @click.option("--size", type=click.IntRange(min=32), default=128, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Generator seed (same seed, same files).")
-def demo_data(directory, n, size, seed):
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty (replaces codes.txt and valid.txt).")
+def demo_data(directory, n, size, seed, force):
     """Generate the demo data set: textured shapes on noisy backgrounds, 4 classes.
+
+    DIRECTORY must be new or empty unless --force is given.
 
     \b
     Example:
@@ -335,7 +339,7 @@ def demo_data(directory, n, size, seed):
     """
     from .demo import make_demo_data
 
-    out = make_demo_data(directory, n=n, size=size, seed=seed)
+    out = make_demo_data(directory, n=n, size=size, seed=seed, force=force)
     click.echo(f"wrote {n} images and masks to {out}")
 
 
