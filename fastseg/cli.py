@@ -257,7 +257,9 @@ def lr_find_cmd(config_file, plot, **options):
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--overlay", is_flag=True, help="Also write <name>_overlay.jpg: the image tinted by class, with a legend.")
 @click.option("--probs", is_flag=True, help="Also write <name>_probs.npy: C x H x W float16 class probabilities.")
-@click.option("--tile", type=click.IntRange(min=32), help="Sliding-window tile side (multiple of 32) for large images.")
+@click.option("--tile", type=click.IntRange(min=32),
+              help="Sliding-window tile side (multiple of 32) for large images; also opens slides over PIL's "
+                   "179-megapixel limit.")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
               help="Overlap share between tiles (with --tile).")
 @click.option("--tta", is_flag=True, help="Average predictions over horizontal and vertical flips (3x the compute).")
@@ -272,6 +274,10 @@ def predict(model, inputs, out, recursive, **options):
     MODEL is a fastai .pkl, a safe bundle folder (fastseg.json + model.safetensors), an .onnx or a
     TorchScript .pt file; all give the same masks. Masks are palette PNGs holding class indices, at
     each input image's size.
+
+    Before any inference, every output is checked: none may replace an input, the model, or a file in
+    --out that fastseg did not write or that changed since (a mask corrected by hand). fastseg records
+    what it wrote in --out/.fastseg-predict.jsonl, so re-running into the same folder is fine.
 
     \b
     Example:

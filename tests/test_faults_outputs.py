@@ -256,6 +256,19 @@ def test_readers_turn_a_bomb_into_a_data_error(tmp_path, low_pixel_limit):
                                 "that guards against decompression bombs); split it into smaller images or downscale it")
 
 
+def test_check_lists_a_bomb_as_a_problem_of_its_file(tmp_path, low_pixel_limit):
+    from fastseg.check import check
+    from fastseg.demo import make_demo_data
+
+    data = make_demo_data(tmp_path / "data", n=4, size=16, seed=1, n_valid=1)  # 256 pixels: under the limit
+    big = images(data / "images", ["shapes_000.jpg"], size=(60, 40)) / "shapes_000.jpg"
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(data / "masks" / "shapes_000.png")
+    report = check(data)
+    assert not report.ok and report.problems == (
+        f"{big}: cannot read image (too large: 2400 pixels, over the limit of 2000 pixels that guards against "
+        "decompression bombs); split it into smaller images or downscale it",)
+
+
 def test_real_size_bomb_is_one_line_per_file_in_predict(predictor, tmp_path):
     src = images(tmp_path / "in", ["small.png"])
     Image.new("1", (14000, 13000)).save(src / "slide.png")  # 182 megapixels, 1 bit each: cheap to write
