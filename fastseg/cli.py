@@ -259,7 +259,9 @@ def lr_find_cmd(config_file, plot, **options):
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--overlay", is_flag=True, help="Also write <name>_overlay.jpg: the image tinted by class, with a legend.")
 @click.option("--probs", is_flag=True, help="Also write <name>_probs.npy: C x H x W float16 class probabilities.")
-@click.option("--tile", type=click.IntRange(min=32), help="Sliding-window tile side (multiple of 32) for large images.")
+@click.option("--tile", type=click.IntRange(min=32),
+              help="Sliding-window tile side (multiple of 32) for large images; also opens slides over PIL's "
+                   "179-megapixel limit.")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
               help="Overlap share between tiles (with --tile).")
 @click.option("--tta", is_flag=True, help="Average predictions over horizontal and vertical flips (3x the compute).")
@@ -279,6 +281,10 @@ def predict(model, inputs, out, recursive, **options):
     TorchScript .pt file; all give the same masks. Masks are palette PNGs holding class indices, at
     each input image's size.
 
+    Before any inference, every output is checked: none may replace an input, the model, or a file in
+    --out that fastseg did not write or that changed since (a mask corrected by hand). fastseg records
+    what it wrote in --out/.fastseg-predict.jsonl, so re-running into the same folder is fine.
+
     \b
     Example:
       fastseg predict exports/model.pkl data/images --out predictions/
@@ -286,15 +292,16 @@ def predict(model, inputs, out, recursive, **options):
       fastseg predict exports/model.pkl unlabelled/ --format cvat --out prelabels/   # correct in CVAT, retrain
     """
     from .config import PredictConfig
-    from .predict import collect_inputs, load, predict_paths
+    from .outputs import prepare_outputs
+    from .predict import collect_inputs, load, write_predictions
 
     cfg = PredictConfig(**options)
     predictor = load(model, backend=cfg.backend)
     items = collect_inputs(inputs, recursive=recursive)
+    folder = prepare_outputs(items, out, cfg, model=model)  # before any inference: nothing the user has is replaced
     click.echo(f"backend: {predictor.backend_note}", err=True)
     with click.progressbar(length=len(items), label="predicting", file=click.get_text_stream("stderr")) as bar:
-        report = predict_paths(predictor, inputs, out, cfg, recursive=recursive, items=items,
-                               progress=lambda done, n: bar.update(1))
+        report = write_predictions(predictor, items, folder, cfg, progress=lambda done, n: bar.update(1))
     for src, why in report.failed:
         click.echo(f"Error: {why}", err=True)
     n_ok = len(items) - len(report.failed)
@@ -336,8 +343,11 @@ def export_cmd(model, fmt, out, force):
 @click.option("--n", type=click.IntRange(min=2), default=60, show_default=True, help="Number of images.")
 @click.option("--size", type=click.IntRange(min=32), default=128, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Generator seed (same seed, same files).")
-def demo_data(directory, n, size, seed):
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty (replaces codes.txt and valid.txt).")
+def demo_data(directory, n, size, seed, force):
     """Generate the demo data set: textured shapes on noisy backgrounds, 4 classes.
+
+    DIRECTORY must be new or empty unless --force is given.
 
     \b
     Example:
@@ -345,7 +355,7 @@ def demo_data(directory, n, size, seed):
     """
     from .demo import make_demo_data
 
-    out = make_demo_data(directory, n=n, size=size, seed=seed)
+    out = make_demo_data(directory, n=n, size=size, seed=seed, force=force)
     click.echo(f"wrote {n} images and masks to {out}")
 
 

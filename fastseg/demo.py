@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import DataError
 from .io import atomic_write_bytes, palette_for
 
 __all__ = ["DEMO_CODES", "make_demo_data"]
@@ -67,14 +68,19 @@ def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
 
 
 def make_demo_data(out: str | os.PathLike, n: int = 60, size: int = 128, seed: int = 0,
-                   n_valid: int | None = None) -> Path:
+                   n_valid: int | None = None, force: bool = False) -> Path:
     """Write ``n`` image/mask pairs into ``out`` (images/, masks/, codes.txt, valid.txt).
 
     ``n_valid`` images (default: a fifth) are listed in ``valid.txt`` so every run validates on
-    the same slice. Existing files of the same names are replaced atomically; nothing else in
-    ``out`` is touched.
+    the same slice. A folder that already holds anything is refused unless ``force``: the demo set
+    would replace its codes.txt and valid.txt and mix shapes into its images and masks.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file; give demo-data a new or empty folder")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out} is not empty; demo-data would replace its codes.txt and valid.txt and mix demo "
+                        "shapes into its images/ and masks/ (give a new or empty folder, or add --force)")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -4,7 +4,7 @@ The CLI turns every ``FastsegError`` into one ``Error: ...`` line and a non-zero
 anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError", "TrainingError"]
+__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError", "TrainingError", "OutputError"]
 
 
 class FastsegError(Exception):
@@ -29,3 +29,7 @@ class ConfigError(FastsegError):
 
 class TrainingError(FastsegError):
     """Training cannot go on (loss became NaN/inf) or a run folder cannot be resumed."""
+
+
+class OutputError(FastsegError):
+    """An output cannot be written: it would replace a file fastseg must not touch, or the write failed."""

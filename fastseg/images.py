@@ -9,9 +9,12 @@ RGB colours of a colour-coded mask. ``MaskDecoder`` turns a mask file into class
 from __future__ import annotations
 
 import os
+import re
 import struct
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -20,7 +23,7 @@ from .errors import DataError
 
 __all__ = ["IGNORE_INDEX", "IMAGE_EXTS", "MASK_EXTS", "read_image", "read_mask", "read_color_mask", "image_size",
            "MaskDecoder", "pack_rgb", "Scaling", "scaling_for", "image_peak", "exif_orientation", "upright",
-           "scaled_uint8", "EIGHT_BIT_MODES"]
+           "scaled_uint8", "EIGHT_BIT_MODES", "no_pixel_limit", "too_large_reason"]
 
 IGNORE_INDEX = 255  # void pixels: excluded from the loss and every metric
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -107,7 +110,7 @@ def image_peak(path: str | os.PathLike) -> tuple[float, bool] | None:
             if im.mode in EIGHT_BIT_MODES:
                 return None
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except _OPEN_ERRORS as e:
         raise _open_error(path, "image", e) from None
     return (float(np.nanmax(arr)) if arr.size else 0.0), arr.dtype.kind == "f"
 
@@ -117,9 +120,52 @@ def scaled_uint8(arr: np.ndarray, scaling: Scaling | None) -> np.ndarray:
     return _to_uint8(arr) if scaling is None else scaling.to_uint8(arr)
 
 
+# PIL refuses images over twice Image.MAX_IMAGE_PIXELS (a decompression-bomb guard) with an error that is not an OSError
+_OPEN_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+
+
+def too_large_reason(e: Image.DecompressionBombError) -> str:
+    """PIL's decompression-bomb refusal in words: the image's and the limit's pixel counts."""
+    counts = [int(n) for n in re.findall(r"(\d+) pixels", str(e))]
+    if len(counts) < 2:
+        return f"too large: {e}"
+    size, limit = (f"{n / 1e6:.0f} megapixels" if n >= 1e6 else f"{n} pixels" for n in counts[:2])
+    return f"too large: {size}, over the limit of {limit} that guards against decompression bombs"
+
+
 def _open_error(path, what: str, e: Exception) -> DataError:
+    if isinstance(e, Image.DecompressionBombError):
+        return DataError(f"{path}: cannot read {what} ({too_large_reason(e)}); split it into smaller images "
+                         "or downscale it")
     why = "not an image file" if isinstance(e, UnidentifiedImageError) else f"{e.__class__.__name__}: {e}"
     return DataError(f"{path}: cannot read {what} ({why}) (remove or replace the file)")
+
+
+class _PixelLimit:
+    """PIL's pixel limit is process-wide: lifts nest and overlap across threads, and the last one out restores it."""
+
+    lock = threading.Lock()
+    lifts = 0
+    saved: int | None = None
+
+
+@contextmanager
+def no_pixel_limit(enabled: bool = True) -> Iterator[None]:
+    """Open images of any size inside the block (tiled prediction of slides); PIL's limit is restored after."""
+    if not enabled:
+        yield
+        return
+    with _PixelLimit.lock:
+        if _PixelLimit.lifts == 0:
+            _PixelLimit.saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _PixelLimit.lifts += 1
+    try:
+        yield
+    finally:
+        with _PixelLimit.lock:
+            _PixelLimit.lifts -= 1
+            if _PixelLimit.lifts == 0:
+                Image.MAX_IMAGE_PIXELS = _PixelLimit.saved
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -153,7 +199,7 @@ def read_image(path: str | os.PathLike, scaling: Scaling | None = None) -> np.nd
             else:  # e.g. 16-bit RGB TIFFs that PIL exposes in other modes
                 arr = np.asarray(im)
                 arr = scaled_uint8(arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2), scaling)[..., :3]
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except _OPEN_ERRORS as e:
         raise _open_error(path, "image", e) from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
@@ -168,7 +214,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 size = size[::-1]
             if fmt == "PNG":
                 im.verify()  # walks the chunks and their CRCs without decoding pixels
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (*_OPEN_ERRORS, SyntaxError) as e:
         raise _open_error(path, "image", e) from None
     if fmt == "JPEG":
         with open(path, "rb") as f:
@@ -213,7 +259,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
                 arr = np.asarray(im, dtype=np.uint8) * 255
             else:
                 raise DataError(f"{path}: unsupported mask mode {im.mode} (save masks as 8-bit grey or palette PNGs)")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except _OPEN_ERRORS as e:
         raise _open_error(path, "mask", e) from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
@@ -224,7 +270,7 @@ def read_color_mask(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             im = upright(im)
             return np.ascontiguousarray(np.asarray(im.convert("RGB")), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except _OPEN_ERRORS as e:
         raise _open_error(path, "mask", e) from None
 
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .io import atomic_write_bytes, palette_for
 
-__all__ = ["overlay_image", "save_overlay"]
+__all__ = ["overlay_image", "overlay_jpeg", "save_overlay"]
 
 ALPHA = 0.5  # half tint: class colour readable, image structure still visible underneath
 
@@ -45,7 +45,12 @@ def overlay_image(image: np.ndarray, mask: np.ndarray, codes: list[str], alpha: 
     return canvas
 
 
-def save_overlay(image: np.ndarray, mask: np.ndarray, codes: list[str], dest: str | Path) -> Path:
+def overlay_jpeg(image: np.ndarray, mask: np.ndarray, codes: list[str]) -> bytes:
+    """The overlay as JPEG bytes (for writers that record what they write)."""
     buf = io.BytesIO()
     overlay_image(image, mask, codes).save(buf, format="JPEG", quality=90)
-    return atomic_write_bytes(dest, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_overlay(image: np.ndarray, mask: np.ndarray, codes: list[str], dest: str | Path) -> Path:
+    return atomic_write_bytes(dest, overlay_jpeg(image, mask, codes))

@@ -14,7 +14,6 @@ import glob
 import io
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,14 +29,15 @@ from .config import PredictConfig
 from .data import IMAGE_EXTS
 from .device import resolve_num_workers
 from .errors import ConfigError, DataError, ModelError
-from .images import EIGHT_BIT_MODES, Scaling, read_image, scaled_uint8, upright
+from .images import EIGHT_BIT_MODES, Scaling, no_pixel_limit, read_image, scaled_uint8, too_large_reason, upright
 from .io import atomic_write_bytes, palette_for
 from .metrics import class_argmax
+from .outputs import BackgroundWriter, OutputFolder, output_files, prepare_outputs
 from .prelabels import open_labels
-from .tiling import tiled_probs
+from .tiling import tiled_rows
 
 __all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "save_mask", "save_probs",
-           "predict_paths", "PredictReport"]
+           "predict_paths", "write_predictions", "PredictReport"]
 
 MODEL_KINDS = ".pkl (fastai export), a bundle folder (fastseg.json + model.safetensors), .onnx or .pt (TorchScript)"
 
@@ -60,15 +60,18 @@ def load_image(src, scaling: Scaling | None = None) -> np.ndarray:
         raise DataError(f"{src}: cannot convert image ({e.__class__.__name__}: {e})") from None
 
 
-def _peek_size(src) -> tuple[int, int]:
-    """(height, width) without decoding the pixels (image headers only)."""
+def _peek_size(src, allow_large: bool = False) -> tuple[int, int]:
+    """(height, width) without decoding the pixels (image headers only); ``allow_large``: no pixel limit."""
     if isinstance(src, np.ndarray):
         return src.shape[:2]
     if isinstance(src, Image.Image):
         return src.size[::-1]
     try:
-        with Image.open(src) as im:
+        with no_pixel_limit(allow_large), Image.open(src) as im:
             return im.size[::-1]
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{src}: cannot read image ({too_large_reason(e)}); predict it with --tile, which "
+                        "sends the model one batch of tiles at a time") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{src}: cannot read image ({e.__class__.__name__}: {e})") from None
 
@@ -81,17 +84,22 @@ def _try_load(src, scaling: Scaling | None = None):
 
 
 class ImageSource(torch.utils.data.Dataset):
-    """Decodes images in DataLoader workers: item -> (index, HxWx3 uint8 array or the DataError)."""
+    """Decodes images in DataLoader workers: item -> (index, HxWx3 uint8 array or the DataError).
 
-    def __init__(self, items: Sequence, scaling: Scaling | None = None):
+    ``allow_large`` lifts PIL's pixel limit while decoding (tiled prediction of slides), in the worker itself.
+    """
+
+    def __init__(self, items: Sequence, scaling: Scaling | None = None, allow_large: bool = False):
         self.items = items
         self.scaling = scaling
+        self.allow_large = allow_large
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        return i, _try_load(self.items[i], self.scaling)
+        with no_pixel_limit(self.allow_large):
+            return i, _try_load(self.items[i], self.scaling)
 
 
 def keep_list(batch: list) -> list:
@@ -99,13 +107,13 @@ def keep_list(batch: list) -> list:
     return batch
 
 
-def size_batches(items: Sequence, bs: int) -> tuple[list[list[int]], dict[int, DataError]]:
+def size_batches(items: Sequence, bs: int, allow_large: bool = False) -> tuple[list[list[int]], dict[int, DataError]]:
     """Indices grouped into batches of same-size images (input order kept within a size), and header errors."""
     groups: dict[tuple[int, int], list[int]] = {}
     errors: dict[int, DataError] = {}
     for i, src in enumerate(items):
         try:
-            groups.setdefault(_peek_size(src), []).append(i)
+            groups.setdefault(_peek_size(src, allow_large), []).append(i)
         except DataError as e:
             errors[i] = e
     return [g[k:k + bs] for g in groups.values() for k in range(0, len(g), bs)], errors
@@ -183,23 +191,49 @@ class Predictor:
             p /= 3
         return p
 
+    def _normalised(self, batch: np.ndarray) -> torch.Tensor:
+        """N x H x W x 3 uint8 on the host -> N x 3 x H x W normalised float32 on the device."""
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        return (x - self.mean) / self.std
+
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray, cfg: PredictConfig) -> torch.Tensor:
-        """N x H x W x 3 uint8 -> N x C x H x W class probabilities at the input size."""
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - self.mean) / self.std
+        """N x H x W x 3 uint8 -> N x C x H x W class probabilities at the input size (whole images)."""
+        x = self._normalised(batch)
         h, w = x.shape[-2:]
         if self.meta.get("input") == "resize":  # trained on images resized to `size`: predict at that scale
             s = int(self.meta["size"])
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-            p = self._probs(x, cfg.tta)
-        elif cfg.tile is not None:
-            p = tiled_probs(partial(self._probs, tta=cfg.tta), x, cfg.tile, cfg.overlap, cfg.bs)
-        else:
-            p = self._probs(x, cfg.tta)
+        p = self._probs(x, cfg.tta)
         if p.shape[-2:] != (h, w):
             p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
         return p
+
+    def _tile_probs(self, tiles: np.ndarray, tta: bool) -> torch.Tensor:
+        return self._probs(self._normalised(tiles), tta)
+
+    @torch.inference_mode()
+    def _tiled(self, image: np.ndarray, cfg: PredictConfig) -> tuple[np.ndarray, np.ndarray | None]:
+        """One H x W x 3 uint8 image, tile by tile: (H x W uint8 mask, C x H x W float16 probabilities or None).
+
+        Only a batch of tiles is on the device; the blend and the outputs are filled row band by row band.
+        """
+        mask, probs = np.empty(image.shape[:2], np.uint8), None
+        tiles_fn = partial(self._tile_probs, tta=cfg.tta)
+        for y, p in tiled_rows(tiles_fn, image, cfg.tile, cfg.overlap, cfg.bs):
+            mask[y:y + p.shape[1]] = class_argmax(p[None], torch.uint8)[0].numpy()
+            if cfg.probs:
+                probs = probs if probs is not None else np.empty((p.shape[0], *image.shape[:2]), np.float16)
+                probs[:, y:y + p.shape[1]] = p.half().numpy()
+        return mask, probs
+
+    def _masks(self, images: list[np.ndarray], cfg: PredictConfig) -> tuple[Sequence, Sequence | None]:
+        """Same-size H x W x 3 uint8 images -> their masks and, with ``cfg.probs``, probabilities (host arrays)."""
+        if cfg.tile is not None and self.meta.get("input") != "resize":  # resize models see the image once
+            outs = [self._tiled(img, cfg) for img in images]
+            return [m for m, _ in outs], ([p for _, p in outs] if cfg.probs else None)
+        p = self._forward(np.stack(images), cfg)
+        return class_argmax(p, torch.uint8).cpu().numpy(), (p.half().cpu().numpy() if cfg.probs else None)
 
     def iter_predictions(self, images: Sequence, cfg: PredictConfig | None = None, keep_images: bool = False
                          ) -> Iterator[Prediction]:
@@ -210,14 +244,15 @@ class Predictor:
         """
         cfg = cfg or PredictConfig()
         images = list(images)
-        batches, errors = size_batches(images, 1 if cfg.tile else cfg.bs)
+        large = cfg.tile is not None  # tiles keep device memory bounded, so slides over PIL's pixel limit are fine
+        batches, errors = size_batches(images, 1 if cfg.tile else cfg.bs, allow_large=large)
         for i, e in errors.items():
             yield Prediction(i, None, error=e)
         # one batch: nothing to overlap with
         workers = resolve_num_workers(cfg.workers, self.device) if len(batches) > 1 else 0
         scaling = Scaling.from_dict(self.meta.get("scaling"))  # the training set's rule (None: old model)
-        loader = torch.utils.data.DataLoader(ImageSource(images, scaling), batch_sampler=batches, collate_fn=keep_list,
-                                             num_workers=workers)
+        loader = torch.utils.data.DataLoader(ImageSource(images, scaling, allow_large=large), batch_sampler=batches,
+                                             collate_fn=keep_list, num_workers=workers)
         for batch in loader:
             same: dict[tuple, list] = {}
             for i, arr in batch:
@@ -226,9 +261,7 @@ class Predictor:
                 else:  # headers and pixels can disagree (EXIF, odd files): regroup by decoded shape
                     same.setdefault(arr.shape, []).append((i, arr))
             for group in same.values():
-                p = self._forward(np.stack([a for _, a in group]), cfg)
-                masks = class_argmax(p, torch.uint8).cpu().numpy()
-                pr = p.half().cpu().numpy() if cfg.probs else None
+                masks, pr = self._masks([a for _, a in group], cfg)
                 for k, (i, arr) in enumerate(group):
                     yield Prediction(i, masks[k], pr[k] if pr is not None else None, arr if keep_images else None)
 
@@ -348,22 +381,28 @@ def collect_inputs(inputs: Iterable[str], recursive: bool = False) -> list[tuple
     return found
 
 
-def save_mask(mask: np.ndarray, dest: Path, n_classes: int) -> Path:
+def mask_png(mask: np.ndarray, n_classes: int) -> bytes:
     """A palette PNG holding class indices (viewable as colours, readable as indices)."""
     im = Image.fromarray(mask.astype(np.uint8), mode="P")
     im.putpalette(palette_for(n_classes))
     buf = io.BytesIO()
     im.save(buf, format="PNG")
-    return atomic_write_bytes(dest, buf.getvalue())
+    return buf.getvalue()
 
 
+def probs_npy(probs: np.ndarray) -> bytes:
+    """C x H x W float16 class probabilities as ``.npy`` bytes."""
+    buf = io.BytesIO()
+    np.save(buf, probs.astype(np.float16, copy=False))
+    return buf.getvalue()
+
+
+def save_mask(mask: np.ndarray, dest: Path, n_classes: int) -> Path:
+    return atomic_write_bytes(dest, mask_png(mask, n_classes))
 
 
 def save_probs(probs: np.ndarray, dest: Path) -> Path:
-    """C x H x W float16 class probabilities as ``.npy``."""
-    buf = io.BytesIO()
-    np.save(buf, probs.astype(np.float16))
-    return atomic_write_bytes(dest, buf.getvalue())
+    return atomic_write_bytes(dest, probs_npy(probs))
 
 
 @dataclass
@@ -372,43 +411,61 @@ class PredictReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _write_outputs(r: Prediction, dest: Path, predictor: Predictor, cfg: PredictConfig) -> list[Path]:
-    from .overlay import save_overlay
+def pending_writes(cfg: PredictConfig) -> int:
+    """Predictions that may wait for the writer: two batches keep it busy without holding a run's outputs in RAM."""
+    return 2 * (1 if cfg.tile else cfg.bs)
 
-    out = [save_mask(r.mask, dest, len(predictor.codes))] if cfg.format == "png" else []  # else: prelabels
+
+def _write_outputs(item: tuple[Prediction, Path, Path], folder: OutputFolder, predictor: Predictor,
+                   cfg: PredictConfig, labels=None) -> list[Path]:
+    from .overlay import overlay_jpeg
+
+    r, rel, src = item
+    names = output_files(rel, cfg.overlay, cfg.probs, cfg.format == "png")
+    data = [mask_png(r.mask, len(predictor.codes))] if cfg.format == "png" else []  # else: pre-annotations
+    if labels is not None:  # the one writer thread serialises the pre-annotation writer's adds
+        labels.add(rel.with_suffix(src.suffix).as_posix(), r.mask)
     if cfg.overlay:
-        out.append(save_overlay(r.image, r.mask, predictor.codes, dest.with_name(dest.stem + "_overlay.jpg")))
+        data.append(overlay_jpeg(r.image, r.mask, predictor.codes))
     if cfg.probs:
-        out.append(save_probs(r.probs, dest.with_name(dest.stem + "_probs.npy")))
-    return out
+        data.append(probs_npy(r.probs))
+    return [folder.write(name, d) for name, d in zip(names, data)]
 
 
 def predict_paths(predictor: Predictor, inputs: Iterable[str], out: str | os.PathLike, cfg: PredictConfig | None = None,
                   recursive: bool = False, progress=None, items: list[tuple[Path, Path]] | None = None) -> PredictReport:
     """Predict every image in ``inputs``; write ``out/<name>.png`` (and overlays/probabilities per ``cfg``).
 
-    Unreadable images are reported, not fatal. Files are encoded and written by a background thread
-    while the model runs on the next batch. ``progress``, if given, is called with (done, total) per image.
+    Every destination is checked first (``outputs.prepare_outputs``): nothing fastseg did not write is
+    replaced. Then as ``write_predictions``.
     """
     cfg = cfg or PredictConfig()
     items = items if items is not None else collect_inputs(inputs, recursive=recursive)
-    out = Path(out)
+    return write_predictions(predictor, items, prepare_outputs(items, out, cfg), cfg, progress)
+
+
+def write_predictions(predictor: Predictor, items: list[tuple[Path, Path]], folder: OutputFolder,
+                      cfg: PredictConfig | None = None, progress=None) -> PredictReport:
+    """Predict (image, mask path) ``items`` into a checked output ``folder``.
+
+    Unreadable images are reported, not fatal; a failed write (``OutputError``) stops the run. Files are
+    encoded and written by a background thread, at most ``pending_writes`` predictions behind the model.
+    ``progress``, if given, is called with (done, total) per image.
+    """
+    cfg = cfg or PredictConfig()
     report = PredictReport()
-    pending = []
-    labels = open_labels(cfg.format, out, predictor.codes, predictor.meta.get("void_code"))  # coco/cvat; png: None
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    labels = open_labels(cfg.format, folder.root, predictor.codes, predictor.meta.get("void_code"))  # png: None
+    write = partial(_write_outputs, folder=folder, predictor=predictor, cfg=cfg, labels=labels)
+    with BackgroundWriter(write, max_pending=pending_writes(cfg)) as writer:
         for done, r in enumerate(predictor.iter_predictions([src for src, _ in items], cfg, keep_images=cfg.overlay), 1):
             src, rel = items[r.index]
             if r.error is not None:
                 report.failed.append((src, str(r.error)))
             else:
-                pending.append(writer.submit(_write_outputs, r, out / rel, predictor, cfg))
-                if labels is not None:  # the one writer thread serialises the pre-annotation writer's adds
-                    pending.append(writer.submit(labels.add, rel.with_suffix(src.suffix).as_posix(), r.mask))
+                writer.put((r, rel, src))
             if progress is not None:
                 progress(done, len(items))
-    for f in pending:
-        report.written += f.result()
+    report.written = [p for paths in writer.results for p in paths]
     if labels is not None:
         report.written.append(labels.close())
     return report
