@@ -25,6 +25,8 @@ BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 
 
 class Tracker:
+    NAME = "mlflow"
+
     def __init__(self, run: Path, params: dict, resumed: bool):
         self.client = MlflowClient()
         name = MLFLOW_EXPERIMENT_NAME.get() or EXPERIMENT

@@ -7,6 +7,7 @@ scores (scalars and a table). TensorBoard has no artifact store: the model's pat
 
 from __future__ import annotations
 
+from numbers import Real
 from pathlib import Path
 
 from fastai.callback.tensorboard import TensorBoardCallback
@@ -21,7 +22,8 @@ HINT = "check that the run folder is writable"
 
 class RunTensorBoard(TensorBoardCallback):
     """fastai's TensorBoardCallback with a step that keeps counting across the run's fits; no graph, no images
-    (its prediction images would run an extra validation batch through the metrics)."""
+    (its prediction images would run an extra validation batch through the metrics), and only the numeric
+    hyper-parameters (torch's AdamW also carries flags such as ``foreach=None``, which a scalar cannot hold)."""
 
     def __init__(self, log_dir: str):
         super().__init__(log_dir=log_dir, trace_model=False, log_preds=False)
@@ -31,12 +33,21 @@ class RunTensorBoard(TensorBoardCallback):
     def train_iter(self) -> int:
         return self.done_iters + self.learn.train_iter
 
+    def after_batch(self):
+        self.writer.add_scalar("train_loss", self.smooth_loss, self.train_iter)
+        for i, h in enumerate(self.opt.hypers):
+            for k, v in h.items():
+                if isinstance(v, Real) and not isinstance(v, bool):
+                    self.writer.add_scalar(f"{k}_{i}", v, self.train_iter)
+
     def after_fit(self):
         self.done_iters += self.learn.train_iter
         super().after_fit()
 
 
 class Tracker:
+    NAME = "tensorboard"
+
     def __init__(self, run: Path, params: dict, resumed: bool):
         self.log_dir = Path(run) / "tensorboard"
         with SummaryWriter(log_dir=str(self.log_dir)) as w:

@@ -9,24 +9,38 @@ exported model as a ``model`` artifact.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import wandb
 from fastai.callback.wandb import WandbCallback
+from fastai.torch_core import rank_distrib
 
 from .tracking import FINAL_COLUMNS, final_metrics, final_rows
 
-__all__ = ["Tracker", "HINT"]
+__all__ = ["Tracker", "RunWandb", "HINT"]
 
 HINT = "log in with `wandb login`, or set WANDB_MODE=offline to keep the run on disk (wandb sync later)"
 
 
+class RunWandb(WandbCallback):
+    """fastai's WandbCallback without its dump of every callback's arguments into the W&B config (fastai
+    2.8's ``_format_config`` fails on fastseg's learner; fastseg logs its own config and plan instead)."""
+
+    def before_fit(self):
+        self._wandb_step = wandb.run.step - 1  # fastai's step and epoch bookkeeping, as in its before_fit
+        self._wandb_epoch = 0 if not wandb.run.step else math.ceil(wandb.run.summary["epoch"])
+        self.run = not hasattr(self.learn, "lr_finder") and not hasattr(self, "gather_preds") and rank_distrib() == 0
+
+
 class Tracker:
+    NAME = "wandb"
+
     def __init__(self, run: Path, params: dict, resumed: bool):
         self.run = wandb.init(dir=str(run), name=Path(run).name, config=params, job_type="resume" if resumed else "fit")
 
     def callbacks(self) -> list:
-        return [WandbCallback(log_preds=False, log_model=False)]
+        return [RunWandb(log_preds=False, log_model=False)]
 
     def finish(self, summary: dict) -> None:
         self.run.summary.update({**final_metrics(summary), "best_epoch": summary.get("best_epoch")})

@@ -93,30 +93,36 @@ def _safe_key(name: str) -> str:
 
 
 def final_metrics(summary: dict) -> dict[str, float]:
+    """``final/full/miou``, ``final/full/iou_<class>``... (full images) and ``final/crops/...`` (centre crops);
+    no key is a prefix folder of another (MLflow's file store keeps each key as a file path)."""
     out = {}
-    for prefix, key in (("full", "full"), ("crops", "crops")):
+    for key in ("full", "crops"):
         s = summary.get(key) or {}
-        out.update({f"final_{prefix}/{k}": s[k] for k in ("miou", "dice", "pixel_accuracy") if s.get(k) is not None})
+        out.update({f"final/{key}/{k}": s.get(k) for k in ("miou", "dice", "pixel_accuracy")})
     for name, iou, dice, *_ in final_rows(summary):
-        out.update({f"final_full/iou/{_safe_key(name)}": iou, f"final_full/dice/{_safe_key(name)}": dice})
+        out.update({f"final/full/iou_{_safe_key(name)}": iou, f"final/full/dice_{_safe_key(name)}": dice})
     return {k: float(v) for k, v in out.items() if v is not None}
-
-
 
 class Trackers:
     """The run's trackers: their fastai callbacks, the final summary, and FAILED on an exception (a context)."""
 
-    def __init__(self, items: list | None = None):
-        self.items = list(items or [])
+    def __init__(self, items: list | None = None, notify=None):
+        self.items, self.notify = list(items or []), notify
 
     @property
     def cbs(self) -> list:
         return [cb for t in self.items for cb in t.callbacks()]
 
     def finish(self, summary: dict) -> None:
-        """Final per-class table and metrics, the model and report as artifacts; then close each tracker."""
+        """Final per-class table and metrics, the model and report as artifacts; then close each tracker.
+        The model is exported by now, so a tracker that fails here is a warning, not a failed run."""
         for t in self.items:
-            t.finish(summary)
+            try:
+                t.finish(summary)
+            except Exception as e:  # each tracker library raises its own types
+                (self.notify or (lambda m: None))(f"Warning: {t.NAME}: could not log the final results "
+                                                  f"({type(e).__name__}: {e})")
+                t.fail()
         self.items = []
 
     def fail(self) -> None:
@@ -133,7 +139,7 @@ class Trackers:
             self.fail()
 
 
-def open_trackers(names, run: str | Path, config: dict, resumed: bool = False) -> Trackers:
+def open_trackers(names, run: str | Path, config: dict, resumed: bool = False, notify=None) -> Trackers:
     """Start one tracker run per name in ``names`` for run folder ``run``, logging ``config`` (and plan.json
     when the run folder has one) as params. A tracker that cannot start raises a ConfigError saying why."""
     import importlib
@@ -154,7 +160,7 @@ def open_trackers(names, run: str | Path, config: dict, resumed: bool = False) -
             Trackers(started).fail()
             raise ConfigError(f"--log {name}: cannot start a {name} run ({type(e).__name__}: {e}); "
                               f"{module.HINT}") from None
-    return Trackers(started)
+    return Trackers(started, notify)
 
 
 def summary_for_trackers(result, outputs=None) -> dict:

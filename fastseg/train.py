@@ -294,7 +294,7 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
     # Only rank 0 writes into the run folder; other ranks keep their (identical) checkpoints in a scratch folder.
     learn.path = run if main else Path(tempfile.mkdtemp(prefix="fastseg-rank-"))
     notify(f"run folder {run}")
-    trackers = open_trackers(cfg.log, run, cfg.to_dict(), resumed=state is not None) if main else Trackers()
+    trackers = open_trackers(cfg.log, run, cfg.to_dict(), state is not None, notify) if main else Trackers()
     found = None
     if state is not None:
         lr, how = state["lr"], state["lr_source"]

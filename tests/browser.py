@@ -64,7 +64,8 @@ def _errors(events: list[dict]) -> list[str]:
         if e.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
             out.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
         elif e.get("method") == "Runtime.exceptionThrown":
-            out.append("exception: " + p.get("exceptionDetails", {}).get("text", ""))
+            details = p.get("exceptionDetails", {})
+            out.append(f"exception: {details.get('text', '')} {details.get('exception', {}).get('description', '')}")
         elif e.get("method") == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             out.append("log: " + p["entry"].get("text", ""))
     return out
