@@ -22,8 +22,8 @@ HINT = "check that the run folder is writable"
 
 class RunTensorBoard(TensorBoardCallback):
     """fastai's TensorBoardCallback with a step that keeps counting across the run's fits; no graph, no images
-    (its prediction images would run an extra validation batch through the metrics), and only the numeric
-    hyper-parameters (torch's AdamW also carries flags such as ``foreach=None``, which a scalar cannot hold)."""
+    (its prediction images would run an extra validation batch through the metrics), and per training batch
+    only the numeric hyper-parameters (torch's AdamW also carries flags such as ``foreach=None``)."""
 
     def __init__(self, log_dir: str):
         super().__init__(log_dir=log_dir, trace_model=False, log_preds=False)
@@ -34,6 +34,8 @@ class RunTensorBoard(TensorBoardCallback):
         return self.done_iters + self.learn.train_iter
 
     def after_batch(self):
+        if not self.training:  # fastai's logs validation batches too, at the last training step again
+            return
         self.writer.add_scalar("train_loss", self.smooth_loss, self.train_iter)
         for i, h in enumerate(self.opt.hypers):
             for k, v in h.items():
