@@ -112,8 +112,8 @@ def _curves(history: list[dict]) -> str:
     if "lr" in history[0]:
         sets.append((["lr"], "learning rate", "learning rate per epoch"))
     with tempfile.TemporaryDirectory(prefix="fastseg-report-") as tmp:
-        return "".join(_img(plot_history(history, keys, Path(tmp) / f"{i}.png", label, title), title)
-                       for i, (keys, label, title) in enumerate(sets))
+        return '<div class="pair">' + "".join(_img(plot_history(history, keys, Path(tmp) / f"{i}.png", label, title), title)
+                                              for i, (keys, label, title) in enumerate(sets)) + "</div>"
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -233,7 +233,7 @@ table{border-collapse:collapse;background:#fff;margin:8px 0;font-size:14px}
 th,td{border:1px solid #d5dde5;padding:4px 10px;text-align:left;vertical-align:top}th{background:#e8eef4}
 table.num td+td{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#1d2733;color:#e8eef4;padding:8px 12px;border-radius:6px;overflow-x:auto;margin:2px 0 10px}
-nav a{margin-right:12px;color:#1f5f99}
+nav a{margin-right:12px;color:#1f5f99}.pair img{max-width:48%}
 """
 
 SECTIONS = (("worst", "Worst images"), ("classes", "Per-class scores"), ("curves", "Curves"),

@@ -66,3 +66,23 @@ def test_fit_quiet_prints_only_the_summary(tiny_data, tmp_path):
     lines = [ln for ln in res.stdout.splitlines() if ln]
     assert lines[0] == "best epoch 0" and lines[1].startswith("valid mIoU")
     assert not any(ln.startswith(("layout", "split", "learning rate", "epoch ")) for ln in lines)
+
+
+def test_fit_summary_gives_the_whole_image_score_when_it_differs_from_the_crops(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from fastseg.cli import _echo_fit_summary
+
+    scores = {"miou": 0.70, "dice": 0.80, "pixel_accuracy": 0.9, "per_class": {"a": {"iou": 0.7}}}
+    outputs = SimpleNamespace(scores={**scores, "miou": 0.65, "dice": 0.75}, report=tmp_path / "report.html")
+    result = SimpleNamespace(metrics=scores, outputs=outputs, best_epoch=3, stopped_early=False,
+                             export=tmp_path / "m.pkl", run=tmp_path)
+    _echo_fit_summary(result)
+    out = capsys.readouterr().out
+    assert "valid mIoU 0.7000  Dice 0.8000" in out
+    assert ("valid mIoU on whole images 0.6500  Dice 0.7500 (the best epoch was picked on centre crops; "
+            "per_image.csv has each image)") in out
+    assert out.rstrip().endswith(f"report {tmp_path / 'report.html'}")
+    outputs.scores = scores  # the same numbers: one line is enough
+    _echo_fit_summary(result)
+    assert "whole images" not in capsys.readouterr().out
