@@ -9,7 +9,7 @@ import warnings
 
 import click
 
-from .config import FORMAT_CHOICES, FitConfig
+from .config import FORMAT_CHOICES, LOG_CHOICES, FitConfig
 from .errors import FastsegError
 
 DEFAULTS = FitConfig()
@@ -184,7 +184,13 @@ def main():
 @click.option("--sync-bn/--no-sync-bn", default=None,
               help="Multi-GPU (torchrun / accelerate launch): BatchNorm synced across GPUs.  [default: sync-bn]")
 @training_options
-def fit(config_file, lr, resume, **options):
+@click.option("--log", "log", multiple=True, type=click.Choice(LOG_CHOICES),
+              help="Also track the run in TensorBoard, MLflow or Weights & Biases (repeatable; each needs "
+                   "pip install 'fastseg[NAME]').  [default: none]")
+@click.option("--quiet", "-q", is_flag=True, help="Print only warnings, errors and the final summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final result as one JSON object on stdout "
+                                                      "(notices and epoch lines go to stderr).")
+def fit(config_file, lr, resume, quiet, as_json, **options):
     """Train a Unet on a folder of images and masks, then export it.
 
     Each run writes runs/<name>/: config.json, history.csv, metrics.json, plots and the best.pth /
@@ -198,33 +204,80 @@ def fit(config_file, lr, resume, **options):
       fastseg fit --resume runs/cells          # continue after a crash or kill -9
       fastseg fit --config runs/cells/config.json   # reproduce a run
       fastseg fit --data ~/datasets/cells --bs auto --cache ram
+      fastseg fit --epochs 25 --log tensorboard --log mlflow   # also track the run
+      nohup fastseg fit --epochs 25 > fit.log &   # not a terminal: one line per epoch, no progress bars
+      fastseg fit --epochs 25 --json > result.json
+
+    The run ends with runs/<name>/report.html: scores, curves, the worst validation images and the
+    commands to resume, evaluate, predict and export (rebuild it with `fastseg report`).
     """
     from .distributed import is_main_process
     from .train import fit as run_fit
     from .train import resume as run_resume
 
+    options["log"] = options["log"] or None  # none given: the config file's (or the default) list
+    notify, progress = _fit_output(quiet, as_json)
     if resume is not None:
         given = sorted(k for k, v in options.items() if v is not None) + (["config"] if config_file else []) \
             + (["lr"] if lr is not None else [])
         if given:
             raise click.UsageError(f"--resume continues with the run's own config.json; drop --{', --'.join(given)}")
-        result = run_resume(resume, notify=_notify)
+        result = run_resume(resume, notify=notify, progress=progress)
     else:
         cfg = build_config(config_file, lr=_parse_lr(lr), **options)
-        result = run_fit(cfg, notify=_notify)
+        result = run_fit(cfg, notify=notify, progress=progress)
     if not is_main_process():  # DDP: rank 0 reports for all ranks
         return
     if result.ranks is not None:
         click.echo(f"samples per rank: train {'+'.join(map(str, result.ranks.train))}, "
-                   f"valid {'+'.join(map(str, result.ranks.valid))} (last epoch)")
+                   f"valid {'+'.join(map(str, result.ranks.valid))} (last epoch)", err=as_json)
+    if as_json:
+        import json
+
+        from .runs import _jsonable
+
+        click.echo(json.dumps(_fit_json(result), default=_jsonable))
+        return
+    _echo_fit_summary(result)
+
+
+def _fit_output(quiet: bool, as_json: bool):
+    """(notify, progress bars?): bars only on a terminal; --quiet keeps warnings; --json sends notices to stderr."""
+    import sys
+
+    if quiet:
+        return (lambda m: click.echo(m, err=True) if m.startswith("Warning") else None), False
+    if as_json:
+        return (lambda m: click.echo(m, err=True)), False
+    return _notify, sys.stdout.isatty()
+
+
+def _fit_json(result) -> dict:
+    """The final result of ``fit --json``: where things are, and the scores (centre crops and full images)."""
+    out = result.outputs
+    return {"export": str(result.export), "run": str(result.run), "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history), "stopped_early": result.stopped_early, "lr": result.lr,
+            "lr_source": result.lr_source, "metrics": result.metrics,
+            "full_resolution": out.scores if out is not None else None,
+            "report": str(out.report) if out is not None else None,
+            "files": [str(f) for f in out.files] if out is not None else []}
+
+
+def _echo_fit_summary(result) -> None:
     m = result.metrics
     click.echo(f"\nbest epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}")
     click.echo(f"valid mIoU {m['miou']:.4f}  Dice {m['dice']:.4f}  pixel accuracy {m['pixel_accuracy']:.4f}")
     for name, s in m["per_class"].items():
         iou = "   n/a" if s["iou"] is None else f"{s['iou']:.4f}"
         click.echo(f"  {name:<20} IoU {iou}")
+    full = result.outputs.scores if result.outputs is not None else None
+    if full is not None and abs(full["miou"] - m["miou"]) > 5e-5:  # validation during training scores centre crops
+        click.echo(f"valid mIoU on whole images {full['miou']:.4f}  Dice {full['dice']:.4f} "
+                   f"(the best epoch was picked on centre crops; per_image.csv has each image)")
     click.echo(f"exported {result.export}")
     click.echo(f"run folder {result.run}")
+    if result.outputs is not None:
+        click.echo(f"report {result.outputs.report}")
 
 
 @main.command("lr-find")
@@ -416,7 +469,13 @@ def check_cmd(data, as_json, **options):
 @click.option("--plot", type=click.Path(dir_okay=False), default="exports/confusion.png", show_default=True,
               help="Where to save the confusion-matrix plot.")
 @click.option("--bs", type=click.IntRange(min=1), default=4, show_default=True, help="Images per batch.")
-def evaluate(model, data, split, as_json, plot, bs):
+@click.option("--per-image", is_flag=True,
+              help="Also write per_image.csv and per_image.json: per-class IoU, Dice and pixel counts of every image.")
+@click.option("--worst", type=click.IntRange(min=1),
+              help="Also save worst.png: the K lowest-mIoU images (image | truth | prediction | errors); implies --per-image.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the --per-image / --worst files.  [default: the --plot file's folder]")
+def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out):
     """Score an exported model on labelled images at full resolution.
 
     Per-class IoU, Dice and pixel share, mIoU and pixel accuracy, from one confusion matrix over
@@ -426,15 +485,20 @@ def evaluate(model, data, split, as_json, plot, bs):
     Example:
       fastseg evaluate exports/model.pkl --data data
       fastseg evaluate exports/model.pkl --data my-data --split all --json
+      fastseg evaluate exports/model.pkl --data data --per-image --worst 8   # where does it fail?
     """
     import json
+    from pathlib import Path
 
     from .evaluate import evaluate as run_evaluate
 
-    result = run_evaluate(model, data, split=split, plot=plot, bs=bs)
+    details = (out or str(Path(plot).parent)) if per_image or worst else None
+    result = run_evaluate(model, data, split=split, plot=plot, bs=bs, details=details, worst=worst or 0)
     s = result.scores
     if as_json:
         click.echo(json.dumps(s, indent=2))
+        for f in result.files:
+            click.echo(f"wrote {f}", err=True)
         return
     total = sum(c["support"] for c in s["per_class"].values()) or 1
     click.echo(f"{result.n_images} image(s), split {split}")
@@ -445,3 +509,34 @@ def evaluate(model, data, split, as_json, plot, bs):
         click.echo(f"{name:<20} {iou} {dice} {c['support'] / total:7.2%}")
     click.echo(f"mIoU {s['miou']:.4f}  Dice {s['dice']:.4f}  pixel accuracy {s['pixel_accuracy']:.4f}")
     click.echo(f"confusion matrix saved to {result.plot}")
+    if result.files:
+        _echo_worst(result.per_image, worst or 0)
+        click.echo(f"per-image scores saved to {', '.join(str(f) for f in result.files)}")
+
+
+def _echo_worst(images, k: int) -> None:
+    """The K worst images by mIoU, one line each (what worst.png shows)."""
+    from .per_image import worst_indices
+
+    for i in worst_indices(images.rows, k):
+        r = images.rows[i]
+        miou = "n/a" if r["miou"] is None else f"{r['miou']:.4f}"
+        click.echo(f"  worst: {r['image']:<30} mIoU {miou}")
+
+
+@main.command("report")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+def report_cmd(run):
+    """Rebuild RUN/report.html from the run folder's files (also for a run that has not finished).
+
+    One self-contained page to open in a browser: scores per class, the worst validation images,
+    curves, confusion matrix, samples, LR finder, timings, config, environment, and the commands
+    to resume, evaluate, predict and export the model.
+
+    \b
+    Example:
+      fastseg report runs/cells
+    """
+    from .report import write_report
+
+    click.echo(f"wrote {write_report(run)}")

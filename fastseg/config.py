@@ -30,6 +30,7 @@ LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.losses implements e
 CACHE_CHOICES = ("auto", "ram", "none")
 AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.augment.seg_batch_tfms builds each
 PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.progressive.progressive_size decides "auto"
+LOG_CHOICES = ("tensorboard", "mlflow", "wandb")  # fastseg.tracking.TRACKERS implements each
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class FitConfig:
     progressive: str = "auto"  # auto: half-size crops for 65% of the epochs when images are >= 2x the crop (more steps)
     compile: bool = False  # off: compiling takes minutes, which short and CPU runs never win back (unmeasured on GPU)
     grad_clip: float = 0.0  # off: max norm 1.0 was neutral on ISBI (seeds 1/2/42: +0.003/+0.004/-0.004 mIoU); for unstable runs
+    log: tuple[str, ...] = ()  # experiment trackers (--log): none by default, each needs its own optional package
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -117,6 +119,7 @@ class FitConfig:
         if self.class_weights is not None:
             weights = parse_class_weights(self.class_weights)
             object.__setattr__(self, "class_weights", weights)
+        object.__setattr__(self, "log", parse_log(self.log))
 
     @property
     def weights_is_file(self) -> bool:
@@ -154,6 +157,16 @@ def parse_class_weights(value) -> tuple[float, ...]:
     if not weights or not all(w > 0 for w in weights):
         raise ConfigError(f"class_weights must be positive numbers, one per class, got {value!r}")
     return weights
+
+
+def parse_log(value) -> tuple[str, ...]:
+    """``"tensorboard,mlflow"``, ``["mlflow"]`` or ``()`` -> the trackers in order, each once, each known."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    names = tuple(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
+    unknown = [n for n in names if n not in LOG_CHOICES]
+    if unknown:
+        raise ConfigError(f"unknown tracker(s) {', '.join(unknown)} for log; valid choices: {', '.join(LOG_CHOICES)}")
+    return names
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -7,16 +7,14 @@ pixel of every image goes into one confusion matrix, so the numbers match other 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .config import PredictConfig
 from .data import DataSpec, discover
 from .errors import DataError
-from .metrics import confusion_matrix, scores_from_confusion
+from .per_image import PerImage, image_confusions, per_image_scores, write_details
 
 __all__ = ["EvalResult", "SPLITS", "select_split", "evaluate"]
 
@@ -29,6 +27,8 @@ class EvalResult:
     confusion: np.ndarray  # truth rows x prediction columns
     n_images: int
     plot: Path | None
+    per_image: PerImage | None = None  # one row per image (fastseg.per_image), in split order
+    files: list[Path] = field(default_factory=list)  # per_image.csv/.json and worst.png, when asked for
 
 
 def select_split(spec: DataSpec, split: str) -> list:
@@ -47,8 +47,9 @@ def select_split(spec: DataSpec, split: str) -> list:
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: str | Path | None = None,
-             bs: int = 4) -> EvalResult:
-    """Scores of the exported ``model`` on ``split`` of ``data``; optionally the confusion-matrix PNG."""
+             bs: int = 4, details: str | Path | None = None, worst: int = 0) -> EvalResult:
+    """Scores of the exported ``model`` on ``split`` of ``data``; optionally the confusion-matrix PNG, and in
+    folder ``details`` the per-image scores (per_image.csv/.json) and a gallery of the ``worst`` images."""
     from .predict import load
 
     predictor = load(model)
@@ -61,18 +62,15 @@ def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: st
         raise DataError(f"{data}: classes {', '.join(spec.codes)} do not match the model's "
                         f"{', '.join(predictor.codes)} (evaluate on data labelled like the training set)")
     samples = select_split(spec, split)
-    n = spec.n_classes
-    decode = spec.decoder  # raw mask -> class indices, void as 255: exactly as in training
-    cm = torch.zeros((n, n), dtype=torch.int64)
-    for p in predictor.iter_predictions([s.image for s in samples], PredictConfig(bs=bs)):
-        if p.error is not None:
-            raise p.error
-        truth = decode(samples[p.index].mask)
-        cm += confusion_matrix(torch.from_numpy(p.mask), torch.from_numpy(truth), n)
-    scores = scores_from_confusion(cm).as_dict(spec.codes)
+    # raw mask -> class indices, void as 255: exactly as in training; one confusion matrix per image
+    images = per_image_scores([s.image.name for s in samples],
+                              image_confusions(predictor, samples, spec.decoder, spec.n_classes, bs), spec.codes)
+    cm = images.confusion
     out = None
     if plot is not None:
         from .plots import plot_confusion
 
-        out = plot_confusion(cm.numpy(), spec.codes, plot)
-    return EvalResult(scores=scores, confusion=cm.numpy(), n_images=len(samples), plot=out)
+        out = plot_confusion(cm, spec.codes, plot)
+    files = write_details(predictor, samples, images, spec.decoder, details, worst) if details is not None else []
+    return EvalResult(scores=images.scores, confusion=cm, n_images=len(samples), plot=out, per_image=images, files=files)
+

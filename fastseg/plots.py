@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .io import atomic_path
 
-__all__ = ["plot_lr_find", "plot_history", "plot_samples", "plot_confusion", "write_run_plots"]
+__all__ = ["plot_lr_find", "plot_history", "plot_samples", "plot_confusion", "write_run_plots", "error_map",
+           "plot_gallery"]
 
 
 def _figure(**kw):
@@ -84,6 +85,35 @@ def plot_samples(images: list, truths: list, preds: list, n_classes: int, dest: 
             axes[row][col].set_axis_off()
             if row == 0:
                 axes[row][col].set_title(title)
+    fig.tight_layout()
+    return _save(plt, fig, dest)
+
+
+def error_map(image, truth, pred):
+    """The image dimmed to grey, with the pixels where prediction and truth disagree in red (void not counted)."""
+    import numpy as np
+
+    from .data import IGNORE_INDEX
+
+    grey = np.asarray(image, dtype=np.float32)
+    grey = grey.mean(axis=2) if grey.ndim == 3 else grey
+    out = np.repeat((0.35 * grey + 80).clip(0, 255)[..., None], 3, axis=2).astype(np.uint8)
+    wrong = (np.asarray(truth) != np.asarray(pred)) & (np.asarray(truth) != IGNORE_INDEX)
+    out[wrong] = (230, 20, 20)
+    return out
+
+
+def plot_gallery(images: list, truths: list, preds: list, titles: list[str], n_classes: int, dest: str | Path) -> Path:
+    """Like ``plot_samples`` plus an error-map column, one titled row per image (the worst-images gallery)."""
+    n = len(images)
+    plt, (fig, axes) = _figure(nrows=n, ncols=4, figsize=(12, 3.2 * n), dpi=90, squeeze=False)
+    for row, (img, truth, pred, title) in enumerate(zip(images, truths, preds, titles)):
+        panels = ((img, "image"), (_colour(truth, n_classes), "truth"), (_colour(pred, n_classes), "prediction"),
+                  (error_map(img, truth, pred), "errors (red)"))
+        for col, (arr, name) in enumerate(panels):
+            axes[row][col].imshow(arr, interpolation="nearest")
+            axes[row][col].set_axis_off()
+            axes[row][col].set_title(f"{title}\n{name}" if col == 0 else name, fontsize=9, loc="left" if col == 0 else "center")
     fig.tight_layout()
     return _save(plt, fig, dest)
 

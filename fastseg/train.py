@@ -87,6 +87,7 @@ class FitResult:
     bs: int | None = None  # the batch size trained with (after --bs auto), per process
     aug: str | None = None  # the augmentation level trained with (after --aug auto)
     progressive: dict | None = None  # {"size": crop side, "epochs": n} of the half-size part; None: one size
+    outputs: object = None  # fastseg.report.RunOutputs: full-resolution valid scores, per-image files, report.html
 
 
 def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None = None,
@@ -266,9 +267,16 @@ def read_history(path: Path) -> list[dict]:
     return rows
 
 
-def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | None = None) -> FitResult:
-    """The whole job behind ``fastseg fit`` (and ``--resume``): run folder, LR, phases, export, report."""
+def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | None = None,
+                 progress: bool = True) -> FitResult:
+    """The whole job behind ``fastseg fit`` (and ``--resume``): run folder, LR, phases, export, report.
+
+    ``progress``: fastai's progress bars; False (log files, CI): one line per epoch through ``notify``."""
+    from .console import EpochLines, hide_bars
     from .runs import load_checkpoint, new_run_dir, write_json
+    from .tracking import Trackers, open_trackers, require, summary_for_trackers
+
+    require(cfg.log)  # a missing tracker package stops the run before any work
 
     notify = distributed_setup(notify)  # DDP launcher: join the group, pin the GPU; notices from rank 0 only
     main = is_main_process()
@@ -280,6 +288,8 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
             raise TrainingError(f"{run}: this run already finished (start a new one, or evaluate {cfg.export})")
     # Data and model errors (bad encoder, unreadable weights) come before the run folder is made.
     learn, spec, winfo = build_learner(cfg, notify, workdir=resume_dir or Path(cfg.runs_dir))
+    if not progress:
+        hide_bars(learn)  # no redrawn bars in log files; EpochLines below reports each epoch instead
     if resume_dir is None:  # DDP: rank 0 makes the folder, every rank uses it
         run = Path(broadcast_value(str(new_run_dir(cfg.runs_dir, cfg.name)) if main else None))
         cfg = cfg.replace(size=auto_size(spec, cfg.size))
@@ -288,6 +298,7 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
     # Only rank 0 writes into the run folder; other ranks keep their (identical) checkpoints in a scratch folder.
     learn.path = run if main else Path(tempfile.mkdtemp(prefix="fastseg-rank-"))
     notify(f"run folder {run}")
+    trackers = open_trackers(cfg.log, run, cfg.to_dict(), state is not None, notify) if main else Trackers()
     found = None
     if state is not None:
         lr, how = state["lr"], state["lr_source"]
@@ -330,16 +341,20 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
                           cms=state["cms"] if state else None)
     if state is not None and main:
         _trim_history(run / "history.csv", done)
-    cbs = [nan, RunCSVLogger(), best, last, *([patience] if patience else []), *training_cbs(cfg)]
-    with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync:  # no-op in one process
+    cbs = [nan, RunCSVLogger(), best, last, *([patience] if patience else []), *training_cbs(cfg), *trackers.cbs,
+           *([] if progress else [EpochLines(notify, total)])]
+    with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync, trackers:  # no-op in one process
         _run_phases(learn, phases, done, cbs, state, loaders)
     if nan.where is not None:
+        trackers.fail()
         epoch, batch, value = nan.where
         kept = f"last good checkpoint {run / 'last.pth'} (epoch {epoch})" if (run / "last.pth").is_file() \
             else "no epoch had finished, so there is no checkpoint"
         raise TrainingError(f"{run}: training loss became {value} at epoch {epoch}, batch {batch}; stopped "
                             f"({kept}; lower --lr, try --grad-clip 1, or check the data)")
-    result = _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main, progressive)
+    with trackers:
+        result = _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main, progressive)
+        trackers.finish(summary_for_trackers(result, result.outputs))
     result.ranks = sync and sync.stats
     if not main:
         shutil.rmtree(learn.path, ignore_errors=True)
@@ -352,8 +367,10 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
 
     from .export import export_bundle_beside, export_learner
 
+    from .console import show_bars
     from .metrics import scores_from_confusion
     from .plots import write_run_plots
+    from .report import finish_run
     from .runs import write_json
 
     barrier()  # DDP: fastai saves only on rank 0, so every rank loads rank 0's best.pth once it is written
@@ -371,6 +388,7 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
         return FitResult(export=Path(cfg.export).absolute(), lr=lr, lr_source=how, weights=winfo, metrics=best_scores,
                          history=history, lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped,
                          bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None), progressive=progressive)
+    show_bars(learn)  # the export is the same whether this run showed progress bars or not
     path = export_learner(learn, cfg.export)
     export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
     write_json(run / "metrics.json", {
@@ -381,19 +399,21 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
         "lr_find": None if found is None else found.suggestions,
     })
     write_run_plots(run, learn, spec, history, cms[best_epoch])
+    outputs = finish_run(learn, spec, run, best_epoch, best_scores, path)  # per-image scores, report.html
     barrier()
     return FitResult(export=path, lr=lr, lr_source=how, weights=winfo, metrics=best_scores, history=history,
                      lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped,
-                     bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None), progressive=progressive)
+                     bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None), progressive=progressive,
+                     outputs=outputs)
 
 
-def fit(cfg: FitConfig, notify: Notify = silent) -> FitResult:
+def fit(cfg: FitConfig, notify: Notify = silent, progress: bool = True) -> FitResult:
     """Train a Unet on ``cfg.data`` in a new run folder, export the best model to ``cfg.export``."""
-    return run_training(cfg, notify=notify)
+    return run_training(cfg, notify=notify, progress=progress)
 
 
-def resume(run: str | Path, notify: Notify = silent) -> FitResult:
+def resume(run: str | Path, notify: Notify = silent, progress: bool = True) -> FitResult:
     """Continue the run in folder ``run`` from its last completed epoch (model, optimiser, schedule)."""
     from .runs import read_run_config
 
-    return run_training(read_run_config(run), notify=notify, resume_dir=Path(run))
+    return run_training(read_run_config(run), notify=notify, resume_dir=Path(run), progress=progress)
