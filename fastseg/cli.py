@@ -282,7 +282,7 @@ def predict(model, inputs, out, recursive, **options):
     from .predict import collect_inputs, load, predict_paths
 
     cfg = PredictConfig(**options)
-    predictor = load(model, backend=cfg.backend)
+    predictor = load(model, backend=cfg.backend, notify=_notify)
     items = collect_inputs(inputs, recursive=recursive)
     click.echo(f"backend: {predictor.backend_note}", err=True)
     with click.progressbar(length=len(items), label="predicting", file=click.get_text_stream("stderr")) as bar:
@@ -315,7 +315,7 @@ def export_cmd(model, fmt, out, force):
     """
     from .export import export_model
 
-    res = export_model(model, fmt, out=out, force=force)
+    res = export_model(model, fmt, out=out, force=force, notify=_notify)
     if res.format == "onnx":
         click.echo(f"onnxruntime check: max |diff| vs torch {res.max_diff:.1e} (opset {res.opset})")
     click.echo(f"exported {res.path}")
@@ -387,7 +387,7 @@ def check_cmd(data, as_json, **options):
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--data", type=click.Path(), default=DEFAULTS.data, show_default=True,
               help="Data folder with images/ and masks/ (labelled like the training data).")
 @click.option("--split", type=click.Choice(["valid", "test", "all"]), default="valid", show_default=True,
@@ -397,21 +397,21 @@ def check_cmd(data, as_json, **options):
               help="Where to save the confusion-matrix plot.")
 @click.option("--bs", type=click.IntRange(min=1), default=4, show_default=True, help="Images per batch.")
 def evaluate(model, data, split, as_json, plot, bs):
-    """Score an exported model on labelled images at full resolution.
+    """Score an exported model (bundle folder, .onnx, TorchScript .pt or .pkl) on labelled images at full resolution.
 
     Per-class IoU, Dice and pixel share, mIoU and pixel accuracy, from one confusion matrix over
     all the images (void pixels ignored). Images are padded to a multiple of 32 and cropped back.
 
     \b
     Example:
-      fastseg evaluate exports/model.pkl --data data
+      fastseg evaluate exports/model --data data
       fastseg evaluate exports/model.pkl --data my-data --split all --json
     """
     import json
 
     from .evaluate import evaluate as run_evaluate
 
-    result = run_evaluate(model, data, split=split, plot=plot, bs=bs)
+    result = run_evaluate(model, data, split=split, plot=plot, bs=bs, notify=_notify)
     s = result.scores
     if as_json:
         click.echo(json.dumps(s, indent=2))

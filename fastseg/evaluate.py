@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import PredictConfig
+from .config import Notify, PredictConfig, silent
 from .data import DataSpec, discover
 from .errors import DataError
 from .metrics import confusion_matrix, scores_from_confusion
@@ -51,11 +51,11 @@ def select_split(spec: DataSpec, split: str) -> list:
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: str | Path | None = None,
-             bs: int = 4) -> EvalResult:
+             bs: int = 4, notify: Notify = silent) -> EvalResult:
     """Scores of the exported ``model`` on ``split`` of ``data``; optionally the confusion-matrix PNG."""
     from .predict import load
 
-    predictor = load(model)
+    predictor = load(model, notify=notify)  # notify: the pickle notice for a .pkl
     split_meta = predictor.meta.get("split", {})
     spec = discover(data, valid_pct=split_meta.get("valid_pct", 0.2), seed=split_meta.get("seed", 42))
     if list(spec.codes) != list(predictor.codes):
