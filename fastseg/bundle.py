@@ -9,24 +9,31 @@ from the file; the Unet is rebuilt from the architecture named in the JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 from .io import atomic_write_bytes, default_mode
+from .model import check_encoder
 
 __all__ = ["BUNDLE_FORMAT", "WEIGHTS_FILE", "INFO_FILE", "bundle_path_for", "is_bundle", "model_info", "write_bundle",
-           "read_info", "read_bundle"]
+           "read_info", "check_info", "read_bundle"]
 
 BUNDLE_FORMAT = "fastseg-bundle/1"
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "fastseg.json"
 REQUIRED = ("arch", "encoder", "codes", "mean", "std")
 ARCHS = ("Unet",)
+CHANNELS = 3  # models take RGB input
+MIN_CLASSES, MAX_CLASSES = 2, 255  # one class is no segmentation; mask value 255 is void
+SIZES = (32, 8192)  # training sizes: the Unet's stride up to far beyond any GPU's memory for one image
+INPUTS = ("crop", "resize")  # how training fed images: crops at full scale, or whole images resized to `size`
 
 
 def bundle_path_for(pkl: str | os.PathLike) -> Path:
@@ -110,9 +117,64 @@ def read_info(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED if k not in info] if isinstance(info, dict) else list(REQUIRED)
     if missing:
         raise ModelError(f"{f}: missing {', '.join(missing)} (not a fastseg bundle; re-export with `fastseg export`)")
-    if info["arch"] not in ARCHS:
-        raise ModelError(f"{f}: unsupported arch {info['arch']!r}; supported: {', '.join(ARCHS)}")
+    return check_info(info, f)
+
+
+def check_info(info: dict, where) -> dict:
+    """``info`` (with the ``REQUIRED`` keys) if it describes a model fastseg can rebuild and run; else one
+    ``ModelError`` line naming the field. The JSON decides which code runs, so nothing is taken on trust."""
+    problem = _model_problem(info) or _codes_problem(info["codes"]) or _stats_problem(info) or _input_problem(info)
+    if problem:
+        raise ModelError(f"{where}: {problem} (re-export the model with `fastseg export`)")
     return info
+
+
+def _model_problem(info: dict) -> str | None:
+    if not isinstance(info["arch"], str) or info["arch"] not in ARCHS:
+        return f"unsupported arch {reprlib.repr(info['arch'])}; supported: {', '.join(ARCHS)}"
+    if not isinstance(info["encoder"], str):
+        return f"encoder must be an encoder name, got {reprlib.repr(info['encoder'])}"
+    try:
+        check_encoder(info["encoder"])
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def _codes_problem(codes) -> str | None:
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        return f"codes must be a list of class names, got {reprlib.repr(codes)}"
+    if not MIN_CLASSES <= len(codes) <= MAX_CLASSES:
+        return f"codes must name {MIN_CLASSES} to {MAX_CLASSES} classes, got {len(codes)}"
+    repeated = sorted({c for c in codes if codes.count(c) > 1})
+    if repeated:
+        return f"codes must be unique, got {', '.join(map(repr, repeated))} more than once"
+    return None
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _stats_problem(info: dict) -> str | None:
+    for key in ("mean", "std"):
+        v = info[key]
+        if not isinstance(v, list) or len(v) != CHANNELS or not all(_is_number(x) for x in v):
+            return f"{key} must be a list of {CHANNELS} numbers (one per RGB channel), got {reprlib.repr(v)}"
+    if not all(x > 0 for x in info["std"]):
+        return f"std must be positive, got {info['std']}"
+    return None
+
+
+def _input_problem(info: dict) -> str | None:
+    size, kind = info.get("size"), info.get("input", "crop")
+    if not isinstance(kind, str) or kind not in INPUTS:
+        return f"input must be one of {', '.join(INPUTS)}, got {reprlib.repr(kind)}"
+    if size is None and kind == "crop":  # only resized inputs need the size at prediction time
+        return None
+    if not (isinstance(size, int) and not isinstance(size, bool) and SIZES[0] <= size <= SIZES[1] and size % 32 == 0):
+        return f"size must be a multiple of 32 from {SIZES[0]} to {SIZES[1]}, got {reprlib.repr(size)}"
+    return None
 
 
 def read_bundle(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:

@@ -349,7 +349,7 @@ def predict(model, inputs, out, recursive, **options):
     from .predict import collect_inputs, load, write_predictions
 
     cfg = PredictConfig(**options)
-    predictor = load(model, backend=cfg.backend)
+    predictor = load(model, backend=cfg.backend, notify=_notify)
     items = collect_inputs(inputs, recursive=recursive)
     folder = prepare_outputs(items, out, cfg, model=model)  # before any inference: nothing the user has is replaced
     click.echo(f"backend: {predictor.backend_note}", err=True)
@@ -385,7 +385,7 @@ def export_cmd(model, fmt, out, force):
     """
     from .export import export_model
 
-    res = export_model(model, fmt, out=out, force=force)
+    res = export_model(model, fmt, out=out, force=force, notify=_notify)
     if res.format == "onnx":
         click.echo(f"onnxruntime check: max |diff| vs torch {res.max_diff:.1e} (opset {res.opset})")
     click.echo(f"exported {res.path}")
@@ -460,7 +460,7 @@ def check_cmd(data, as_json, **options):
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--data", type=click.Path(), default=DEFAULTS.data, show_default=True,
               help="Data folder with images/ and masks/ (labelled like the training data).")
 @click.option("--split", type=click.Choice(["valid", "test", "all"]), default="valid", show_default=True,
@@ -476,14 +476,14 @@ def check_cmd(data, as_json, **options):
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for the --per-image / --worst files.  [default: the --plot file's folder]")
 def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out):
-    """Score an exported model on labelled images at full resolution.
+    """Score an exported model (bundle folder, .onnx, TorchScript .pt or .pkl) on labelled images at full resolution.
 
     Per-class IoU, Dice and pixel share, mIoU and pixel accuracy, from one confusion matrix over
     all the images (void pixels ignored). Images are padded to a multiple of 32 and cropped back.
 
     \b
     Example:
-      fastseg evaluate exports/model.pkl --data data
+      fastseg evaluate exports/model --data data
       fastseg evaluate exports/model.pkl --data my-data --split all --json
       fastseg evaluate exports/model.pkl --data data --per-image --worst 8   # where does it fail?
     """
@@ -493,7 +493,8 @@ def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out):
     from .evaluate import evaluate as run_evaluate
 
     details = (out or str(Path(plot).parent)) if per_image or worst else None
-    result = run_evaluate(model, data, split=split, plot=plot, bs=bs, details=details, worst=worst or 0)
+    result = run_evaluate(model, data, split=split, plot=plot, bs=bs, details=details, worst=worst or 0,
+                          notify=_notify)
     s = result.scores
     if as_json:
         click.echo(json.dumps(s, indent=2))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,17 +60,18 @@ class FitConfig:
     freeze_epochs: int = 1  # pretrained encoders only: one epoch to fit the new decoder before unfreezing
     loss: str = "ce+dice"  # CE for calibrated pixels + Dice for thin/small classes that CE under-weights
     class_weights: tuple[float, ...] | None = None  # per-class CE/Dice weights in codes order; None: equal
-    aug: str = "auto"  # auto: full recipe for runs of >= 1000 optimiser steps, none for shorter ones (they underfit)
+    aug: str | bool = "auto"  # true/false (older config files) mean full/none; auto: full recipe for runs of >= 1000 optimiser steps, none for shorter ones (they underfit)
     fp16: bool = True  # mixed precision + channels_last on CUDA (~2x faster, same accuracy); ignored on CPU
     lr_find_size: int = 64  # LR-finder crop side: small crops make the finder cheap; the LR transfers to larger crops
     num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
     cache: str = "auto"  # auto: keep decoded images in RAM when they need <= 25% of free RAM (decode once, not per epoch)
-    progressive: str = "auto"  # auto: half-size crops for 65% of the epochs when images are >= 2x the crop (more steps)
+    progressive: str | bool = "auto"  # YAML reads on/off as true/false; auto: half-size crops for 65% of the epochs when images are >= 2x the crop (more steps)
     compile: bool = False  # off: compiling takes minutes, which short and CPU runs never win back (unmeasured on GPU)
     grad_clip: float = 0.0  # off: max norm 1.0 was neutral on ISBI (seeds 1/2/42: +0.003/+0.004/-0.004 mIoU); for unstable runs
     log: tuple[str, ...] = ()  # experiment trackers (--log): none by default, each needs its own optional package
 
     def __post_init__(self) -> None:
+        coerce_fields(self)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         if self.bs != "auto" and not (isinstance(self.bs, int) and self.bs >= 1):
@@ -98,6 +102,8 @@ class FitConfig:
             object.__setattr__(self, "aug", "full" if self.aug else "none")
         if self.aug not in AUG_CHOICES:
             raise ConfigError(f"aug must be one of {', '.join(AUG_CHOICES)}, got {self.aug!r}")
+        if isinstance(self.progressive, bool):
+            object.__setattr__(self, "progressive", "on" if self.progressive else "off")
         if self.progressive not in PROGRESSIVE_CHOICES:
             raise ConfigError(f"progressive must be one of {', '.join(PROGRESSIVE_CHOICES)}, got {self.progressive!r}")
         self._check_training_options()
@@ -142,7 +148,7 @@ class FitConfig:
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "FitConfig":
         """Read a JSON or YAML file of options; ``overrides`` (the CLI's) win."""
-        values = read_config_file(path)
+        values = coerce_values(cls, read_config_file(path), source=str(path))
         values.update(overrides)
         return cls.from_dict(values, source=str(path))
 
@@ -167,6 +173,128 @@ def parse_log(value) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"unknown tracker(s) {', '.join(unknown)} for log; valid choices: {', '.join(LOG_CHOICES)}")
     return names
+
+
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+@lru_cache(maxsize=None)
+def _field_types(cls) -> dict[str, tuple]:
+    """Each field's accepted types, from its annotation (``int | str`` -> (int, str))."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | str)) else (hint,)
+        out[name] = tuple(_Names if _is_names(m) else (typing.get_origin(m) or m) for m in members)
+    return out
+
+
+class _Names(tuple):
+    """Marks a ``tuple[str, ...]`` field (a list of names, e.g. ``log``), which converts unlike numbers."""
+
+
+def _is_names(hint) -> bool:
+    return typing.get_origin(hint) is tuple and typing.get_args(hint)[:1] == (str,)
+
+
+def _to_names(value: Any) -> tuple | str:
+    if isinstance(value, str):  # "tensorboard,mlflow": the field's own parser splits it
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(value)
+
+
+def _number(value: Any) -> float | int:
+    """A finite int/float, or a string spelling one (PyYAML reads ``1e2`` as a string); never a bool."""
+    number = float(value.strip()) if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _to_int(value: Any) -> int:
+    number = _number(value)
+    if not float(number).is_integer():
+        raise ValueError(value)
+    return int(number)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, int)) and str(value).strip().lower() in BOOL_WORDS:
+        return BOOL_WORDS[str(value).strip().lower()]
+    raise ValueError(value)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
+def _to_numbers(value: Any) -> tuple | str:
+    if isinstance(value, str):  # "1,5": parse_class_weights splits it and says what is wrong
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(float(_number(v)) for v in value)
+    raise ValueError(value)
+
+
+def _to_none(value: Any) -> None:
+    if value is not None:
+        raise ValueError(value)
+
+
+CONVERTERS = {int: _to_int, float: lambda v: float(_number(v)), bool: _to_bool, str: _to_str, tuple: _to_numbers,
+              _Names: _to_names, type(None): _to_none}
+TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text", tuple: "a list of numbers",
+              _Names: "a list of names", type(None): "null"}
+
+
+def coerce_values(cls, values: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """``values`` converted to ``cls``'s field types where unambiguous (``"10"``, ``"1e2"`` and ``8.0`` are
+    whole numbers, ``"yes"`` is true); otherwise one ``ConfigError`` naming the key, value and expected type.
+    Unknown keys pass through for the caller's own check."""
+    types = _field_types(cls)
+    out = dict(values)
+    for key, value in values.items():
+        if key not in types:
+            continue
+        try:
+            out[key] = _convert(types[key], value)
+        except ValueError:
+            expected = " or ".join(_type_name(k, types[key]) for k in types[key])
+            hint = " (YAML reads unquoted yes/no/on/off as true/false: quote it)" \
+                if isinstance(value, bool) and str in types[key] else ""
+            raise ConfigError(f"{source + ': ' if source else ''}{key} must be {expected}, got {value!r}{hint}") from None
+    return out
+
+
+def _type_name(kind: type, kinds: tuple) -> str:
+    if kind is str and {int, float} & set(kinds):
+        return "'auto'"  # the one word every number-or-text option (lr, bs, workers) takes
+    return TYPE_NAMES[kind]
+
+
+def _convert(kinds: tuple, value: Any) -> Any:
+    """``value`` as the first of ``kinds`` it converts to unambiguously; ValueError when none fits."""
+    if set(kinds) <= {str, type(None)} and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a text option given as a number (`name: 2024`)
+    for kind in kinds:
+        try:
+            return CONVERTERS[kind](value)
+        except ValueError:
+            pass
+    raise ValueError(value)
+
+
+def coerce_fields(config) -> None:
+    """Convert a frozen config's fields in place (see ``coerce_values``): one place for every entry point."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for key, value in coerce_values(type(config), values).items():
+        if value is not values[key]:
+            object.__setattr__(config, key, value)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -209,6 +337,7 @@ class PredictConfig:
     format: str = "png"  # png: the index masks fit/evaluate read; coco/cvat: pre-annotations for a labelling tool
 
     def __post_init__(self) -> None:
+        coerce_fields(self)
         if self.bs < 1:
             raise ConfigError(f"bs (batch size) must be at least 1, got {self.bs}")
         if self.tile is not None and (self.tile < 32 or self.tile % 32):

@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 CACHE_RAM_SHARE = 0.25  # "auto" caches when the decoded set needs at most this share of free RAM
+CACHE_RAM_LIMIT = 0.8  # "ram" is refused beyond this share: the rest is for the model, batches, workers and the OS
 CPU_BS_CAP = 16  # on CPU, per-image throughput is flat beyond ~8; bigger batches only mean fewer steps
 GPU_BS_CAP = 256  # beyond this, one-cycle schedules with small data sets get too few steps per epoch
 MEMORY_SHARE = 0.8  # --bs auto leaves this share of free memory for one training step; the rest is headroom
@@ -74,15 +75,28 @@ def resolve_num_workers(value: int | str, device: torch.device, cores: int | Non
     return 0 if cores <= 4 else min(4, cores // 4)
 
 
-def resolve_cache(mode: str, needed_bytes: int, free_bytes: int | None = None) -> bool:
-    """Whether to keep decoded images and masks in RAM: ``ram`` yes, ``none`` no, ``auto`` when the
-    set needs at most ``CACHE_RAM_SHARE`` of the available RAM."""
+def resolve_cache(mode: str, needed_bytes: int, free_bytes: int | None = None, processes: int = 1) -> bool:
+    """Whether to keep decoded images and masks in RAM: ``none`` no; ``auto`` when the set needs at most
+    ``CACHE_RAM_SHARE`` of the available RAM; ``ram`` yes, unless it needs more than ``CACHE_RAM_LIMIT`` of it.
+
+    Each of the ``processes`` training processes on this machine (DDP ranks) caches the whole set, so it
+    counts that many times. ``ram`` that cannot fit raises ``ConfigError`` rather than falling back: it was
+    asked for explicitly, and filling RAM ends with the OS killing the run (or swapping it to a crawl) mid-fit.
+    When the OS does not say how much RAM is free, ``ram`` is trusted and ``auto`` does not cache."""
     if mode not in CACHE_CHOICES:
         raise ConfigError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {mode!r}")
-    if mode != "auto":
-        return mode == "ram"
+    if mode == "none":
+        return False
     free = available_ram() if free_bytes is None else free_bytes
-    return needed_bytes <= free * CACHE_RAM_SHARE
+    total = needed_bytes * max(1, processes)
+    if mode == "auto":
+        return total <= free * CACHE_RAM_SHARE
+    if free and total > free * CACHE_RAM_LIMIT:
+        copies = f" ({processes} processes x {needed_bytes / 2**30:.1f} GiB)" if processes > 1 else ""
+        raise ConfigError(f"--cache ram: the decoded images need {total / 2**30:.1f} GiB of RAM{copies}, but only "
+                          f"{free / 2**30:.1f} GiB is available (the cache may take {CACHE_RAM_LIMIT:.0%}); "
+                          "use --cache auto or --cache none")
+    return True
 
 
 class _SavedBytes:

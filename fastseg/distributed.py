@@ -35,13 +35,18 @@ from fastai.learner import Recorder
 
 from .config import Notify, silent
 
-__all__ = ["world_size", "rank", "is_distributed", "is_main_process", "main_only", "setup", "barrier",
+__all__ = ["world_size", "local_world_size", "rank", "is_distributed", "is_main_process", "main_only", "setup", "barrier",
            "broadcast_value", "run_on_main", "init_process_group", "ShardDL", "DDPTrainer", "SyncConfusion", "RankStats", "ddp"]
 
 
 def world_size() -> int:
     """Number of processes started by the launcher (1 when not launched)."""
     return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def local_world_size() -> int:
+    """Processes the launcher started on this machine (they share its RAM); ``world_size()`` if it does not say."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
 
 
 def rank() -> int:

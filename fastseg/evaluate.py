@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import Notify, PredictConfig, silent
 from .data import DataSpec, discover
 from .errors import DataError
 from .per_image import PerImage, image_confusions, per_image_scores, write_details
@@ -47,12 +48,12 @@ def select_split(spec: DataSpec, split: str) -> list:
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: str | Path | None = None,
-             bs: int = 4, details: str | Path | None = None, worst: int = 0) -> EvalResult:
+             bs: int = 4, details: str | Path | None = None, worst: int = 0, notify: Notify = silent) -> EvalResult:
     """Scores of the exported ``model`` on ``split`` of ``data``; optionally the confusion-matrix PNG, and in
     folder ``details`` the per-image scores (per_image.csv/.json) and a gallery of the ``worst`` images."""
     from .predict import load
 
-    predictor = load(model)
+    predictor = load(model, notify=notify)  # notify: the pickle notice for a .pkl
     split_meta = predictor.meta.get("split", {})
     opts = predictor.meta.get("data_options") or {}  # --layout/--void/--ignore-index/--colors as in training
     spec = discover(data, valid_pct=split_meta.get("valid_pct", 0.2), seed=split_meta.get("seed", 42),

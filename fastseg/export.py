@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import Notify, silent
 from .errors import ConfigError, ModelError
 from .io import atomic_path, atomic_write_bytes
 
@@ -60,7 +61,8 @@ def _default_out(model: Path, fmt: str) -> Path:
     return model.with_name(model.stem + (".onnx" if fmt == "onnx" else ".pt"))
 
 
-def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False) -> ExportResult:
+def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False,
+                 notify: Notify = silent) -> ExportResult:
     """Convert a fastseg model (.pkl, bundle, .pt) to ``fmt``: a safe bundle, ONNX or TorchScript."""
     from .bundle import write_bundle
     from .predict import load
@@ -73,7 +75,7 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
     if model.suffix.lower() == ".onnx":
         raise ModelError(f"{model}: cannot convert from ONNX (export from the .pkl or the bundle folder)")
-    predictor = load(model, backend="torch")
+    predictor = load(model, backend="torch", notify=notify)  # notify: the pickle notice for a .pkl
     if predictor.model is None:
         raise ModelError(f"{model}: has no torch model to export")
     net = predictor.model.cpu().eval().float()

@@ -32,11 +32,26 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _read_umask() -> int:
+    """The process umask, read once at import: setting it to read it back is a race with other threads."""
+    try:
+        with open("/proc/self/status") as f:  # Linux: readable without changing it
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+UMASK = _read_umask()
+
+
 def default_mode(base: int) -> int:
     """``base`` (0o666 for files, 0o777 for folders) less the process umask, as open()/mkdir() would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return base & ~umask
+    return base & ~UMASK
 
 
 def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:

@@ -163,6 +163,7 @@ def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = 
     """``make_dataloaders`` with ``cfg``'s machine-dependent choices resolved and reported:
     ``--bs auto``, ``--num-workers auto``, ``--cache auto``."""
     from .device import auto_batch_size, resolve_cache, resolve_num_workers, training_device
+    from .distributed import local_world_size, run_on_main
 
     device = training_device()
     bs = cfg.bs
@@ -173,11 +174,12 @@ def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = 
         bs, why = auto_batch_size(probe, size, device, n_train=len(spec.train))
         del probe
         notify(f"batch size {bs} (--bs auto: {why})")
-    needed = cache_bytes(spec)
-    cache = resolve_cache(cfg.cache, needed)
+    needed, copies = cache_bytes(spec), local_world_size()
+    # DDP: rank 0 decides for every rank from one free-RAM reading, counting each local process's copy
+    cache = run_on_main(resolve_cache, cfg.cache, needed, processes=copies)
     if cfg.cache == "auto" and not cache:
-        notify(f"not caching images in RAM: the decoded set needs {needed / 2**20:.0f} MiB "
-               f"(--cache ram to force, --cache none to silence)")
+        notify(f"not caching images in RAM: the decoded set needs {needed / 2**20:.0f} MiB"
+               f"{f' x {copies} processes' if copies > 1 else ''} (--cache ram to force, --cache none to silence)")
     workers = resolve_num_workers(cfg.num_workers, device, cached=cache, batches=max(1, len(spec.train) // bs))
     steps = optimiser_steps(cfg, spec, size, bs)  # with progressive resizing's extra half-size crops
     aug = resolve_aug(cfg.aug, steps)

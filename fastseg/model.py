@@ -8,6 +8,7 @@ from random initialisation with one clear warning.
 
 from __future__ import annotations
 
+import pickle
 import socket
 import warnings
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 
 from .errors import ConfigError, WeightsError
 
-__all__ = ["WeightsInfo", "build_model", "encoder_names", "pretrained_source", "fetch_pretrained", "load_encoder_file"]
+__all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained", "load_encoder_file"]
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,12 @@ def encoder_names() -> list[str]:
     return smp.encoders.get_encoder_names()
 
 
-def _check_encoder(name: str) -> None:
+def check_encoder(name: str) -> None:
+    """Raise ``ConfigError`` listing the choices unless ``name`` is an SMP encoder or an exact ``tu-<timm model>``."""
     if name.startswith("tu-"):
         import timm
 
-        if not timm.list_models(name[3:]):
+        if not timm.is_model(name[3:]):  # an exact name (list_models would also match a pattern like `eff*`)
             raise ConfigError(f"unknown timm encoder `{name[3:]}` (see timm.list_models())")
         return
     names = encoder_names()
@@ -102,8 +104,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain types only: runs no code
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and str(e).startswith("Weights only load failed"):
+            raise WeightsError(f"{path}: refused: it pickles objects other than tensors, and loading them would run "
+                               "code from the file (save a state dict of tensors, or use .safetensors)") from None
         raise WeightsError(f"{path}: cannot read weights ({e.__class__.__name__}; expected a .pth or .safetensors state dict)") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
@@ -135,7 +140,7 @@ def build_model(encoder: str, n_classes: int, weights: str = "imagenet") -> tupl
     """An ``smp.Unet`` with ``n_classes`` outputs and the requested encoder weights."""
     import segmentation_models_pytorch as smp
 
-    _check_encoder(encoder)
+    check_encoder(encoder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # SMP flags `timm-` names as legacy; they still work
         model = smp.Unet(encoder_name=encoder, encoder_weights=None, classes=n_classes)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .backends import OnnxBackend, TorchBackend, choose_backend, onnx_session
-from .config import PredictConfig
+from .config import Notify, PredictConfig, silent
 from .data import IMAGE_EXTS
 from .device import resolve_num_workers
 from .errors import ConfigError, DataError, ModelError
@@ -39,7 +39,7 @@ from .tiling import tiled_rows
 __all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "save_mask", "save_probs",
            "predict_paths", "write_predictions", "PredictReport"]
 
-MODEL_KINDS = ".pkl (fastai export), a bundle folder (fastseg.json + model.safetensors), .onnx or .pt (TorchScript)"
+MODEL_KINDS = "a bundle folder (fastseg.json + model.safetensors), .onnx, TorchScript .pt/.ts or a fastai .pkl"
 
 
 def load_image(src, scaling: Scaling | None = None) -> np.ndarray:
@@ -282,11 +282,12 @@ class Predictor:
         return (masks, prob) if cfg.probs else masks
 
 
-def load(path: str | os.PathLike, backend: str = "auto") -> Predictor:
-    """Load any fastseg model as a ``Predictor``: .pkl, bundle folder, .onnx or TorchScript .pt.
+def load(path: str | os.PathLike, backend: str = "auto", notify: Notify = silent) -> Predictor:
+    """Load any fastseg model as a ``Predictor``: bundle folder, .onnx, TorchScript .pt or .pkl.
 
     ``backend``: ``auto`` runs torch models in ONNX Runtime on CPU when it is installed (converted in
-    memory, same masks, about 2x faster), ``torch`` or ``onnx`` force one.
+    memory, same masks, about 2x faster), ``torch`` or ``onnx`` force one. Only a ``.pkl`` is unpickled
+    (that runs code from the file, and ``notify`` says so); any other file is refused unread.
     """
     from .bundle import is_bundle, read_bundle
 
@@ -301,27 +302,76 @@ def load(path: str | os.PathLike, backend: str = "auto") -> Predictor:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _load_onnx(path, backend)
-    if suffix in (".pt", ".ts", ".torchscript"):
+    if suffix == ".pkl":
+        notify(_pickle_warning(path))
+        return _load_pkl(path, backend)
+    if _is_torchscript(path):  # by content, whatever the suffix (.pt, .ts, .torchscript, ...)
         return _load_torchscript(path, backend)
-    return _load_pkl(path, backend)
+    raise ModelError(_not_a_model(path))
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A zip archive with TorchScript's ``code/`` folder and ``constants.pkl`` (torch.save archives have neither)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    parts = [n.split("/", 1) for n in names if "/" in n]
+    return any(rest.startswith("code/") for _, rest in parts) and any(rest == "constants.pkl" for _, rest in parts)
+
+
+def _pickle_warning(path: Path) -> str:
+    from .bundle import bundle_path_for, is_bundle
+
+    bundle = bundle_path_for(path)
+    safe = (f"the bundle {bundle} loads without running any" if is_bundle(bundle) else
+            f"`fastseg export {path} --format safetensors` writes a bundle that loads without running any")
+    return f"Warning: {path} is a pickle: loading it runs code stored in the file (load only files you trust); {safe}"
+
+
+def _not_a_model(path: Path) -> str:
+    """Why ``path`` is refused, and what to load instead (a run's checkpoint: the run's exported model)."""
+    import json
+
+    from .bundle import bundle_path_for, is_bundle
+
+    config = path.parent / "config.json"
+    if path.suffix.lower() == ".pth" and config.is_file():
+        try:
+            export = Path(json.loads(config.read_text())["export"])
+        except (OSError, ValueError, KeyError, TypeError):
+            export = None
+        if export is not None:
+            bundle = bundle_path_for(export)
+            use = (f"use the run's exported model {bundle}" if is_bundle(bundle) else
+                   f"use the run's exported model {export}" if export.is_file() else
+                   f"finish the run (`fastseg fit --resume {path.parent}`) to export its model")
+            return f"{path}: a training checkpoint, not a model fastseg loads; {use}"
+    why = " (a .pth/.pt checkpoint holds weights, not the model)" if path.suffix.lower() in (".pth", ".pt") else ""
+    return f"{path}: not a model fastseg loads{why}; expected {MODEL_KINDS}"
 
 
 def _load_pkl(path: Path, backend: str) -> Predictor:
     from fastai.learner import load_learner
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the pickle-safety notice is documented in the README
+        with warnings.catch_warnings():  # fastai's pickle notice: the caller's notify has said it already
+            warnings.filterwarnings("ignore", message="load_learner` uses Python's insecure pickle")
             learn = load_learner(path, cpu=not torch.cuda.is_available())
     except Exception as e:
         raise ModelError(f"{path}: not a readable fastai export ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not (hasattr(learn, "dls") and hasattr(learn, "model")):
+        raise ModelError(f"{path}: a pickle, but not a fastai Learner export (expected {MODEL_KINDS})")
     return Predictor.from_learner(learn, backend=backend)
 
 
 def _info_from(text: str | None, path: Path) -> dict:
     import json
 
-    from .bundle import REQUIRED
+    from .bundle import REQUIRED, check_info
 
     try:
         info = json.loads(text or "")
@@ -329,7 +379,7 @@ def _info_from(text: str | None, path: Path) -> dict:
         info = None
     if not isinstance(info, dict) or any(k not in info for k in REQUIRED):
         raise ModelError(f"{path}: has no fastseg metadata (export it with `fastseg export`)")
-    return info
+    return check_info(info, path)
 
 
 def _load_onnx(path: Path, backend: str) -> Predictor:

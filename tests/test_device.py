@@ -34,7 +34,9 @@ def test_resolve_num_workers_short_cached_epochs(device, cached, batches, expect
 def test_resolve_cache():
     assert resolve_cache("auto", needed_bytes=100, free_bytes=400) is True
     assert resolve_cache("auto", needed_bytes=101, free_bytes=400) is False
-    assert resolve_cache("ram", needed_bytes=10**12, free_bytes=1) is True
+    assert resolve_cache("ram", needed_bytes=10**12, free_bytes=0) is True  # free RAM unknown: trust the user
+    with pytest.raises(ConfigError, match="--cache ram: the decoded images need"):  # more than the RAM available
+        resolve_cache("ram", needed_bytes=10**12, free_bytes=1)
     assert resolve_cache("none", needed_bytes=1, free_bytes=10**12) is False
     with pytest.raises(ConfigError, match="cache must be one of auto, ram, none, got 'disk'"):
         resolve_cache("disk", 1)

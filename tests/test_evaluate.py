@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from fastseg.bundle import bundle_path_for
 from fastseg.cli import main
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_evaluate_matches_an_independent_count(trained, tiny_data, tmp_path):
 
 
 def test_evaluate_json_has_the_documented_keys(trained, tiny_data, tmp_path):
-    res = CliRunner().invoke(main, ["evaluate", str(trained.export), "--data", str(tiny_data), "--split", "all",
+    res = CliRunner().invoke(main, ["evaluate", str(bundle_path_for(trained.export)), "--data", str(tiny_data), "--split", "all",
                                     "--json", "--plot", str(tmp_path / "cm.png")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
@@ -57,7 +58,7 @@ def test_evaluate_table(trained, tiny_data, tmp_path):
 
 
 def test_evaluate_test_split_needs_test_txt(trained, tiny_data):
-    res = CliRunner().invoke(main, ["evaluate", str(trained.export), "--data", str(tiny_data), "--split", "test"])
+    res = CliRunner().invoke(main, ["evaluate", str(bundle_path_for(trained.export)), "--data", str(tiny_data), "--split", "test"])
     assert res.exit_code == 1
     assert res.output.strip() == (f"Error: {tiny_data / 'test.txt'}: no test.txt (list the test images there, "
                                   "one name per line, or use --split valid|all)")
@@ -68,7 +69,7 @@ def test_evaluate_refuses_data_with_other_classes(trained, tmp_path):
 
     other = make_demo_data(tmp_path / "other", n=3, size=32, seed=2, n_valid=1)
     (other / "codes.txt").write_text("background\ndisc\nsquare\nstar\n")
-    res = CliRunner().invoke(main, ["evaluate", str(trained.export), "--data", str(other)])
+    res = CliRunner().invoke(main, ["evaluate", str(bundle_path_for(trained.export)), "--data", str(other)])
     assert res.exit_code == 1
     assert res.output.strip() == (f"Error: {other}: classes background, disc, square, star do not match the model's "
                                   "background, disc, square, triangle (evaluate on data labelled like the training set)")

@@ -1,0 +1,320 @@
+"""Loading what the user hands over: nothing is unpickled unless it is a .pkl, bad model descriptions and
+config values are one line, the RAM cache is decided once for every process, writes leave the umask alone."""
+
+import json
+import os
+import pickle
+import warnings
+import zipfile
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fastseg.bundle import INFO_FILE, bundle_path_for, read_info
+from fastseg.cli import main
+from fastseg.config import FitConfig, PredictConfig
+from fastseg.errors import ConfigError, ModelError, WeightsError
+from fastseg.predict import MODEL_KINDS, load
+
+ENC = "timm-efficientnet-b0"
+
+
+class CodePayload:
+    """Unpickling this creates ``marker``: the proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def payload_file(path, marker, zip_format=True):
+    torch.save({"weight": CodePayload(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    return path
+
+
+# 1. only a .pkl is unpickled
+
+def test_run_checkpoint_is_refused_unread_and_points_to_the_export(tmp_path):
+    export = tmp_path / "exports" / "model.pkl"
+    (bundle_path_for(export)).mkdir(parents=True)
+    (bundle_path_for(export) / INFO_FILE).write_text("{}")
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"export": str(export)}))
+    best = payload_file(run / "best.pth", tmp_path / "ran")
+    with pytest.raises(ModelError) as e:
+        load(best)
+    assert str(e.value) == f"{best}: a training checkpoint, not a model fastseg loads; " \
+                           f"use the run's exported model {bundle_path_for(export)}"
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("name, zip_format", [("model.pth", True), ("model.pth", False), ("model.pt", True),
+                                              ("model.ts", False), ("model.bin", True), ("model", True)])
+def test_checkpoints_and_other_files_are_refused_unread(tmp_path, name, zip_format):
+    f = payload_file(tmp_path / name, tmp_path / "ran", zip_format)
+    with pytest.raises(ModelError) as e:
+        load(f)
+    why = " (a .pth/.pt checkpoint holds weights, not the model)" if f.suffix in (".pth", ".pt") else ""
+    assert str(e.value) == f"{f}: not a model fastseg loads{why}; expected {MODEL_KINDS}"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_predict_cli_on_a_malicious_pth_is_one_line(tmp_path):
+    f = payload_file(tmp_path / "best.pth", tmp_path / "ran")
+    res = CliRunner().invoke(main, ["predict", str(f), str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [f"Error: {f}: not a model fastseg loads (a .pth/.pt checkpoint holds weights, "
+                                       f"not the model); expected {MODEL_KINDS}"]
+    assert not (tmp_path / "ran").exists()
+
+
+def test_zip_with_torchscript_layout_but_bad_content_is_one_line(tmp_path):
+    f = tmp_path / "m.pt"
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("m/code/__torch__/x.py", "not torchscript")
+        z.writestr("m/constants.pkl", pickle.dumps(CodePayload(tmp_path / "ran")))
+    with pytest.raises(ModelError, match=r"m\.pt: not a readable TorchScript model"):
+        load(f)
+    assert not (tmp_path / "ran").exists()
+
+
+def _forbid_python_unpickling(monkeypatch):
+    def forbidden(*a, **k):
+        raise AssertionError("Python unpickling while loading a non-.pkl model")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+
+
+@pytest.mark.slow
+def test_torchscript_loads_without_python_unpickling(trained, tmp_path, monkeypatch):
+    """torch.jit.load reads the archive in C++ (its unpickler only rebuilds tensors and TorchScript types)."""
+    from fastseg.export import export_model
+
+    ts = export_model(bundle_path_for(trained.export), "torchscript", out=tmp_path / "m.pt").path
+    _forbid_python_unpickling(monkeypatch)
+    assert load(ts).codes == ["background", "disc", "square", "triangle"]
+
+
+@pytest.mark.slow
+def test_pkl_load_tells_the_user_once_through_notify(trained):
+    said = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load(trained.export, backend="torch", notify=said.append)
+    bundle = bundle_path_for(trained.export)
+    assert said == [f"Warning: {trained.export} is a pickle: loading it runs code stored in the file (load only "
+                    f"files you trust); the bundle {bundle} loads without running any"]
+    assert not [w for w in caught if "pickle" in str(w.message)]  # said once, by fastseg, not by fastai as well
+
+
+def test_pkl_without_a_bundle_says_how_to_make_one(tmp_path):
+    f = tmp_path / "m.pkl"
+    f.write_bytes(pickle.dumps([1, 2]))
+    said = []
+    with pytest.raises(ModelError, match="not a fastai Learner export|not a readable fastai export"):
+        load(f, notify=said.append)
+    assert said == [f"Warning: {f} is a pickle: loading it runs code stored in the file (load only files you "
+                    f"trust); `fastseg export {f} --format safetensors` writes a bundle that loads without running any"]
+
+
+# 2. --weights FILE loads tensors only
+
+def test_weights_file_with_code_is_refused(tmp_path):
+    from fastseg.model import build_model
+
+    f = payload_file(tmp_path / "enc.pth", tmp_path / "ran")
+    with pytest.raises(WeightsError) as e:
+        build_model(ENC, 2, str(f))
+    assert str(e.value) == (f"{f}: refused: it pickles objects other than tensors, and loading them would run code "
+                            "from the file (save a state dict of tensors, or use .safetensors)")
+    assert not (tmp_path / "ran").exists()
+
+
+# 3. evaluate takes the safe bundle
+
+@pytest.mark.slow
+def test_evaluate_accepts_the_bundle_folder(trained, tiny_data, tmp_path):
+    res = CliRunner().invoke(main, ["evaluate", str(bundle_path_for(trained.export)), "--data", str(tiny_data),
+                                    "--plot", str(tmp_path / "c.png"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "miou" in json.loads(res.output)
+
+
+# 4. the bundle's fastseg.json is checked field by field
+
+GOOD = {"arch": "Unet", "encoder": ENC, "codes": ["bg", "fg"], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+        "size": 256, "input": "crop"}
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"encoder": "timm-efficientnet-b9x"}, "wrong encoder name `timm-efficientnet-b9x`, supported encoders: "),
+    ({"encoder": "tu-efficientnet*"}, "unknown timm encoder `efficientnet*` (see timm.list_models())"),
+    ({"encoder": 5}, "encoder must be an encoder name, got 5"),
+    ({"arch": ["Unet"]}, "unsupported arch ['Unet']; supported: Unet"),
+    ({"codes": "bg,fg"}, "codes must be a list of class names, got 'bg,fg'"),
+    ({"codes": [0, 1]}, "codes must be a list of class names, got [0, 1]"),
+    ({"codes": ["bg"]}, "codes must name 2 to 255 classes, got 1"),
+    ({"codes": [str(i) for i in range(256)]}, "codes must name 2 to 255 classes, got 256"),
+    ({"codes": ["bg", "fg", "bg"]}, "codes must be unique, got 'bg' more than once"),
+    ({"mean": [0.5, 0.5]}, "mean must be a list of 3 numbers (one per RGB channel), got [0.5, 0.5]"),
+    ({"mean": "0.5"}, "mean must be a list of 3 numbers (one per RGB channel), got '0.5'"),
+    ({"std": [True, 1, 1]}, "std must be a list of 3 numbers (one per RGB channel), got [True, 1, 1]"),
+    ({"std": [0.2, 0, 0.2]}, "std must be positive, got [0.2, 0, 0.2]"),
+    ({"size": 100}, "size must be a multiple of 32 from 32 to 8192, got 100"),
+    ({"size": "256"}, "size must be a multiple of 32 from 32 to 8192, got '256'"),
+    ({"size": 16384}, "size must be a multiple of 32 from 32 to 8192, got 16384"),
+    ({"size": None, "input": "resize"}, "size must be a multiple of 32 from 32 to 8192, got None"),
+    ({"input": "stretch"}, "input must be one of crop, resize, got 'stretch'"),
+])
+def test_bad_bundle_description_is_one_line(tmp_path, change, problem):
+    b = tmp_path / "b"
+    b.mkdir()
+    f = b / INFO_FILE
+    f.write_text(json.dumps({**GOOD, **change}))
+    with pytest.raises(ModelError) as e:
+        load(b)
+    assert str(e.value).startswith(f"{f}: {problem}")
+    assert str(e.value).endswith(" (re-export the model with `fastseg export`)") and "\n" not in str(e.value)
+
+
+def test_good_bundle_description_passes(tmp_path):
+    (tmp_path / INFO_FILE).write_text(json.dumps({**GOOD, "encoder": "tu-resnet18"}))
+    assert read_info(tmp_path)["encoder"] == "tu-resnet18"
+
+
+def test_bad_bundle_description_in_predict_cli(tmp_path):
+    (tmp_path / INFO_FILE).write_text(json.dumps({**GOOD, "codes": ["bg"]}))
+    res = CliRunner().invoke(main, ["predict", str(tmp_path), str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [f"Error: {tmp_path / INFO_FILE}: codes must name 2 to 255 classes, got 1 "
+                                       "(re-export the model with `fastseg export`)"]
+
+
+# 5. config values of the wrong type are converted when unambiguous, else one line
+
+@pytest.mark.parametrize("text, key, value", [
+    ('epochs: "10"', "epochs", 10), ('size: "256"', "size", 256), ("epochs: 1e2", "epochs", 100),
+    ("bs: 8.0", "bs", 8), ('bs: "auto"', "bs", "auto"), ('lr: "3e-3"', "lr", 0.003), ("fp16: 'yes'", "fp16", True),
+    ('sync_bn: "false"', "sync_bn", False), ('compile: "TRUE"', "compile", True), ("progressive: off", "progressive", "off"),
+    ('class_weights: ["1", 2]', "class_weights", (1.0, 2.0)), ("name: 2024", "name", "2024"),
+    ("size: null", "size", None), ("valid_pct: '0.3'", "valid_pct", 0.3),
+])
+def test_config_file_values_are_converted(tmp_path, text, key, value):
+    f = tmp_path / "c.yaml"
+    f.write_text(text + "\n")
+    got = getattr(FitConfig.from_file(f), key)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("seed: x", "seed must be a whole number, got 'x'"),
+    ("epochs: 10.5", "epochs must be a whole number, got 10.5"),
+    ("bs: 8.5", "bs must be a whole number or 'auto', got 8.5"),
+    ("bs: true", "bs must be a whole number or 'auto', got True (YAML reads unquoted yes/no/on/off as true/false: quote it)"),
+    ("fp16: maybe", "fp16 must be true or false, got 'maybe'"),
+    ("class_weights: 5", "class_weights must be a list of numbers or null, got 5"),
+    ("cache: no", "cache must be text, got False (YAML reads unquoted yes/no/on/off as true/false: quote it)"),
+    ("lr: [1]", "lr must be a number or 'auto', got [1]"),
+    ("epochs: .inf", "epochs must be a whole number, got inf"),
+])
+def test_config_file_values_of_the_wrong_type_are_one_line(tmp_path, text, line):
+    f = tmp_path / "c.yaml"
+    f.write_text(text + "\n")
+    with pytest.raises(ConfigError) as e:
+        FitConfig.from_file(f)
+    assert str(e.value) == f"{f}: {line}"
+
+
+def test_fit_cli_with_a_bad_config_value_is_one_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(f"data: {tmp_path / 'none'}\nepochs: ten\n")
+    res = CliRunner().invoke(main, ["fit", "--config", str(f)])
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [f"Error: {f}: epochs must be a whole number, got 'ten'"]
+
+
+def test_predict_config_converts_and_rejects_in_the_same_place():
+    cfg = PredictConfig(bs="4", tta="yes", overlap="0.5", workers="2")
+    assert (cfg.bs, cfg.tta, cfg.overlap, cfg.workers) == (4, True, 0.5, 2)
+    with pytest.raises(ConfigError, match=r"^tile must be a whole number or null, got 'big'$"):
+        PredictConfig(tile="big")
+
+
+# 6. the RAM cache: rank 0 decides, every process on the machine counted
+
+def test_cache_decision_counts_every_local_process():
+    from fastseg.device import resolve_cache
+
+    gib = 2**30
+    assert resolve_cache("auto", needed_bytes=gib, free_bytes=8 * gib, processes=2) is True  # 2 <= 25% of 8
+    assert resolve_cache("auto", needed_bytes=gib, free_bytes=8 * gib, processes=3) is False
+    assert resolve_cache("ram", needed_bytes=gib, free_bytes=10 * gib, processes=8) is True  # 8 <= 80% of 10
+    assert resolve_cache("ram", needed_bytes=10 * gib, free_bytes=0) is True  # the OS does not say: trust the user
+    with pytest.raises(ConfigError) as e:
+        resolve_cache("ram", needed_bytes=gib, free_bytes=10 * gib, processes=9)
+    assert str(e.value) == ("--cache ram: the decoded images need 9.0 GiB of RAM (9 processes x 1.0 GiB), but only "
+                            "10.0 GiB is available (the cache may take 80%); use --cache auto or --cache none")
+    with pytest.raises(ConfigError, match=r"^--cache ram: the decoded images need 2\.0 GiB of RAM, but only 1\.0 GiB"):
+        resolve_cache("ram", needed_bytes=2 * gib, free_bytes=gib)
+
+
+def test_cache_ram_that_does_not_fit_is_refused(tiny_data, monkeypatch):
+    import fastseg.device as device
+    from fastseg.data import discover
+    from fastseg.loaders import dataloaders_for
+
+    monkeypatch.setattr(device, "available_ram", lambda: 1000)
+    with pytest.raises(ConfigError, match=r"^--cache ram: the decoded images need 0\.0 GiB of RAM, but only 0\.0 GiB"):
+        dataloaders_for(FitConfig(data=str(tiny_data), bs=4, cache="ram"), discover(tiny_data), 64)
+
+
+def test_auto_cache_counts_local_processes(tiny_data, monkeypatch):
+    import fastseg.device as device
+    from fastseg.data import discover
+    from fastseg.loaders import cache_bytes, dataloaders_for
+
+    spec = discover(tiny_data)
+    monkeypatch.setattr(device, "available_ram", lambda: 4 * 2 * cache_bytes(spec))  # one copy fits 25%, four do not
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    said = []
+    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4), spec, 64, notify=said.append)
+    assert dls.fastseg_cache == "none"
+    assert said[0] == "not caching images in RAM: the decoded set needs 0 MiB x 4 processes " \
+                      "(--cache ram to force, --cache none to silence)"
+
+
+def test_other_ranks_take_rank_0s_cache_decision(tiny_data, monkeypatch):
+    import fastseg.device as device
+    import fastseg.distributed as distributed
+    from fastseg.data import discover
+    from fastseg.loaders import dataloaders_for
+
+    def no_reading():
+        raise AssertionError("a rank other than 0 read the free RAM")
+
+    monkeypatch.setattr(device, "available_ram", no_reading)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)
+    monkeypatch.setattr(distributed, "broadcast_value", lambda value: (True, True))  # rank 0: cache
+    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4), discover(tiny_data), 64)
+    assert dls.fastseg_cache == "ram"
+
+
+# 7. writes never touch the process umask
+
+def test_writes_leave_the_process_umask_alone(tmp_path, monkeypatch):
+    from fastseg.io import atomic_write_bytes
+
+    with open("/proc/self/status") as f:
+        umask = int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or umask)
+    f = atomic_write_bytes(tmp_path / "x.bin", b"1")
+    assert calls == []
+    assert os.stat(f).st_mode & 0o777 == 0o666 & ~umask
