@@ -4,7 +4,7 @@ The CLI turns every ``FastsegError`` into one ``Error: ...`` line and a non-zero
 anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError", "TrainingError"]
+__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError", "TrainingError", "Interrupted"]
 
 
 class FastsegError(Exception):
@@ -29,3 +29,11 @@ class ConfigError(FastsegError):
 
 class TrainingError(FastsegError):
     """Training cannot go on (loss became NaN/inf) or a run folder cannot be resumed."""
+
+
+class Interrupted(TrainingError):
+    """Ctrl-C stopped a run: the message says what is saved and how to continue; the CLI exits 130."""
+
+    def __init__(self, message: str, run=None, epoch: int | None = None):
+        super().__init__(message)
+        self.run, self.epoch = run, epoch  # the run folder (None: not made yet), epochs saved in it
