@@ -1,10 +1,10 @@
 """Run ``fastseg fit`` and stop, blocked, at one named point, so a test can SIGKILL it exactly there.
 
-Usage: python tests/fault_driver.py POINT [fit options...]; from a test: ``kill_at(POINT, options, cwd)``.
-
-At POINT the driver prints ``FAULT-POINT POINT`` on stdout and blocks until killed. Every epoch counts
-as a new best (so the best.pth writes happen at every epoch), and the points in training and in the
-checkpoint writes wait for the second epoch. Only the driver process's copy of fastseg is patched.
+From a test: ``kill_at(POINT, fit options, cwd)`` runs ``python tests/fault_driver.py POINT OPTIONS...``,
+which patches its own copy of fastseg and runs ``fastseg fit OPTIONS``. At POINT it prints
+``FAULT-POINT POINT`` and blocks; the test reads that line (an event, not a sleep) and SIGKILLs it.
+In the driver every epoch counts as a new best (so best.pth is written at every epoch), and the points
+in training and in the checkpoint writes wait for the second epoch.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import threading
 from pathlib import Path
 
 POINTS = ("mid-epoch", "in-best-write", "in-last-write", "before-promote", "export-run", "export-copy")
+WATCHDOG_S = 600  # a driver that never reports is killed, so a broken test fails instead of hanging
 
 
 def kill_at(point: str, args: list[str], cwd: Path) -> None:
-    """Start the driver on ``fastseg fit ARGS``, wait until it reports ``point``, SIGKILL it."""
+    """Run ``fastseg fit ARGS`` in the driver until it reports ``point``, then SIGKILL it."""
     assert point in POINTS, f"unknown point {point}; one of {POINTS}"
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
@@ -28,16 +29,19 @@ def kill_at(point: str, args: list[str], cwd: Path) -> None:
     with log.open("w") as err:
         proc = subprocess.Popen([sys.executable, __file__, point, *args], cwd=cwd, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=err)
+        watchdog = threading.Timer(WATCHDOG_S, proc.kill)
+        watchdog.start()
         try:
-            reached = any(line.startswith(f"FAULT-POINT {point}") for line in proc.stdout)
+            reached = any(line.strip() == f"FAULT-POINT {point}" for line in proc.stdout)
         finally:
+            watchdog.cancel()
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     assert reached, f"the fit ended before {point}:\n{log.read_text()[-3000:]}"
 
 
 def hold(point: str) -> None:
-    print(f"FAULT-POINT {point}", flush=True)
+    print(f"\nFAULT-POINT {point}", flush=True)  # on a line of its own: a progress bar may be mid-line
     threading.Event().wait()  # until SIGKILL
 
 

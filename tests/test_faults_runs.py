@@ -358,24 +358,39 @@ def test_ctrl_c_changed_data_old_checkpoint_and_full_disk_all_resume(tiny_data, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["in-best-write", "in-last-write", "before-promote", "export-run", "export-copy"])
-def test_sigkill_anywhere_then_resume_finishes_the_same_run(trained, tiny_data, tmp_path, point):
-    """Killed inside the checkpoint writes or between the two halves of an export, the run resumes to the
-    same kind of result: each epoch once, consistent best checkpoint, its model in the run folder and at
-    --export as a matching pair; the model that was at --export before is still in its run folder."""
+def test_sigkill_at_every_write_then_resume_finishes_the_same_run(trained, tiny_data, tmp_path):
+    """Killed inside each checkpoint write and between the halves of each export (the fit, then a resume
+    per point, each killed there), the run still resumes to the same kind of result: each epoch once, a best
+    checkpoint that metrics.json and the exported model describe, its model in the run folder and at --export
+    as one pair; the model that was at --export before is still in its run folder."""
     from fastseg.bundle import read_bundle
-    from fastseg.runs import load_best
+    from fastseg.runs import BEST_NEXT, load_best, load_run_state
     from fastseg.train import resume
 
     dest = tmp_path / "exports" / "model.pkl"
     _earlier_model(trained, dest)
     earlier = sha256_file(trained.run / "model.pkl")
     run = tmp_path / "runs" / "k"
-    kill_at(point, ["--data", str(tiny_data), *TINY_FIT, "--runs-dir", str(run.parent), "--name", "k",
-                    "--export", str(dest)], tmp_path)
-    assert not (run / "finished.json").exists()
-    result = resume(run)
-    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    fit = ["--data", str(tiny_data), "--epochs", "2", "--lr", "1e-3", "--bs", "4", "--weights", "none", "--runs-dir", str(run.parent), "--name", "k",
+           "--export", str(dest)]
+    resume_run = ["--resume", str(run)]
+    kill_at("in-best-write", fit, tmp_path)  # epoch 2's best.pth half-written
+    assert load_run_state(run).epoch == 1 and not (run / BEST_NEXT).exists()
+    kill_at("in-last-write", resume_run, tmp_path)  # its new best written, last.pth half-written
+    assert load_run_state(run).epoch == 1 and (run / BEST_NEXT).is_file()
+    kill_at("before-promote", resume_run, tmp_path)  # last.pth written, best not yet in place
+    assert load_run_state(run).epoch == 2 and (run / BEST_NEXT).is_file()
+    kill_at("export-run", resume_run, tmp_path)  # the run's model.pkl written, not its bundle
+    assert (run / "model.pkl").is_file() and not (run / "model").exists()
+    assert sha256_file(dest) == sha256_file(trained.export)
+    kill_at("export-copy", resume_run, tmp_path)  # the --export .pkl copied, not its bundle
+    assert sha256_file(dest) == sha256_file(run / "model.pkl") and not (run / "finished.json").exists()
+
+    said = []
+    result = resume(run, notify=said.append)
+    assert [row["epoch"] for row in result.history] == [0, 1] and (run / "finished.json").is_file()
+    assert (f"replaced {dest} and {bundle_path_for(dest)}/ (the model of run {trained.run}; the last export there was "
+            "interrupted)") in said
     metrics = json.loads((run / "metrics.json").read_text())
     epoch, weights = load_best(run)
     assert epoch == metrics["best"]["epoch"] == result.best_epoch
@@ -385,3 +400,26 @@ def test_sigkill_anywhere_then_resume_finishes_the_same_run(trained, tiny_data, 
     _assert_pair(dest, run / "model.pkl")
     assert sha256_file(trained.run / "model.pkl") == earlier
     assert not list(run.glob(".*.tmp")) and not list(dest.parent.glob(".*.tmp"))
+
+
+def test_resume_from_another_folder_takes_relative_paths_from_where_the_run_started(tmp_path, monkeypatch):
+    """config.json of earlier versions held paths relative to the folder fit ran in; new ones are absolute."""
+    from fastseg.runs import read_run_config
+
+    run = tmp_path / "proj" / "out" / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": "data", "export": "exports/m.pkl", "runs_dir": "out/runs"}))
+    monkeypatch.chdir(tmp_path)
+    said = []
+    cfg = read_run_config(Path("proj/out/runs/r"), notify=said.append)
+    proj = tmp_path / "proj"
+    assert (cfg.data, cfg.export, cfg.runs_dir) == (str(proj / "data"), str(proj / "exports" / "m.pkl"),
+                                                    str(proj / "out" / "runs"))
+    assert said == [f"{Path('proj/out/runs/r/config.json')}: relative paths taken from {proj}, where the run was started"]
+
+
+def test_resume_takes_another_export_destination(tmp_path):
+    """A finish that cannot write its --export can be pointed elsewhere; other options stay refused."""
+    res = CliRunner().invoke(main, ["fit", "--resume", str(tmp_path), "--export", str(tmp_path / "elsewhere.pkl")])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: {tmp_path}: not a run folder (no config.json; pass a folder under runs/)"
