@@ -230,8 +230,13 @@ def load_best(folder: str | Path) -> tuple[int | None, dict] | None:
 
 
 def model_state(learn) -> dict:
-    """The plain module's state dict (no ``torch.compile`` prefix), for the checkpoints."""
-    return plain_model(learn.model).state_dict()
+    """The plain module's state dict (no ``module.`` or ``_orig_mod.`` prefix from DDP or ``torch.compile``)."""
+    from fastai.torch_core import get_model
+
+    model, inner = None, learn.model
+    while inner is not model:
+        model, inner = inner, plain_model(get_model(inner))
+    return model.state_dict()
 
 
 def is_finished(run: str | Path, state: RunState) -> bool:
