@@ -78,9 +78,10 @@ def _writable_folder(dest: Path) -> None:
         raise ConfigError(f"{folder}: cannot write there ({e.strerror}); choose another --export") from None
 
 
-def _kept(run: Path | None, sha: str | None) -> bool:
+def _kept(run: Path | None, sha: str) -> bool:
+    """The run folder holds the same model.pkl."""
     own = run / RUN_MODEL if run else None
-    return bool(own and own.is_file() and (sha is None or sha256_file(own) == sha))
+    return bool(own and own.is_file() and sha256_file(own) == sha)
 
 
 def check_destination(dest: str | Path, own: str | Path | None = None) -> Occupant | None:

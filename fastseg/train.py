@@ -265,6 +265,10 @@ def read_history(path: Path) -> list[dict]:
     return rows
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 @dataclass
 class _Where:
     """How far a run got, for the message when Ctrl-C stops it."""
@@ -282,8 +286,8 @@ class _Where:
         if self.run is None:
             return Interrupted("interrupted before the run folder was made; nothing was saved")
         if self.finishing:
-            return Interrupted(f"interrupted while finishing {self.run} (all {saved} epochs are saved); finish it "
-                               f"with: {resume_command(self.run)}", self.run, saved)
+            return Interrupted(f"interrupted while finishing {self.run} (its training is saved: {_epochs(saved)}); "
+                               f"finish it with: {resume_command(self.run)}", self.run, saved)
         if not saved:
             return Interrupted(f"interrupted: {self.run} has no epoch saved yet; nothing to resume, start the run "
                                "again", self.run, 0)
@@ -468,7 +472,7 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
         from .runs import resume_command
 
         raise TrainingError(f"{run}: cannot finish the run ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); "
-                            f"all {len(cms)} epochs are saved, so once that is fixed: {resume_command(run)}") from None
+                            f"its training is saved ({_epochs(len(cms))}), so once that is fixed: {resume_command(run)}") from None
     barrier()
     return result
 

@@ -193,6 +193,49 @@ def test_publish_under_concurrent_fits_keeps_pairs_together(tmp_path):
     assert sorted(p.name for p in dest.parent.iterdir()) == [".model.pkl.lock", "model", "model.pkl"]
 
 
+def _legacy_export(tmp_path: Path) -> tuple[Path, Path]:
+    """exports/model.pkl + model/ as fastseg wrote them before runs kept their own model: the run folder has
+    no model.pkl, and the bundle records no .pkl hash."""
+    pkl = _fake_run(tmp_path / "runs" / "old", "o")
+    dest = tmp_path / "exports" / "model.pkl"
+    dest.parent.mkdir()
+    pkl.rename(dest)
+    bundle_path_for(pkl).rename(bundle_path_for(dest))
+    info = json.loads((bundle_path_for(dest) / INFO_FILE).read_text())
+    del info["pkl_sha256"]
+    (bundle_path_for(dest) / INFO_FILE).write_text(json.dumps(info))
+    return dest, pkl.parent
+
+
+def test_an_export_that_is_its_models_only_copy_moves_into_its_run_folder(tmp_path):
+    from fastseg.publish import publish
+
+    dest, old_run = _legacy_export(tmp_path)
+    before = sha256_file(dest)
+    new = _fake_run(tmp_path / "runs" / "new", "n")
+    said = []
+    publish(new, dest, notify=said.append)
+    assert said == [f"moved the previous model at {dest} into its run folder {old_run}",
+                    f"replaced {dest} and {bundle_path_for(dest)}/ (the model of run {old_run})"]
+    assert sha256_file(old_run / "model.pkl") == before and (old_run / "model" / INFO_FILE).is_file()
+    _assert_pair(dest, new)
+
+
+def test_an_export_whose_run_folder_is_gone_is_not_replaced(tiny_data, tmp_path):
+    from fastseg.config import FitConfig
+    from fastseg.train import fit
+
+    dest, old_run = _legacy_export(tmp_path)
+    shutil.rmtree(old_run)
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(dest),
+                    runs_dir=str(tmp_path / "runs"), name="r")
+    with pytest.raises(ConfigError) as e:
+        fit(cfg)
+    assert str(e.value) == (f"{dest}: holds the only copy of the model of run {old_run}; move it away or choose "
+                            "another --export")
+    assert not (tmp_path / "runs" / "r").exists()
+
+
 def _publish_many(pkl: Path, dest: Path, n: int) -> None:
     from fastseg.publish import publish
 
@@ -260,8 +303,8 @@ def test_second_fit_keeps_the_first_model_and_a_failed_finish_can_be_resumed(tra
     run = tmp_path / "runs" / "second"
     with pytest.raises(TrainingError) as e:
         fit(cfg)
-    assert str(e.value) == (f"{run}: cannot finish the run (No space left on device: {bundle_path_for(dest)}); all 1 "
-                            f"epochs are saved, so once that is fixed: fastseg fit --resume {run}")
+    assert str(e.value) == (f"{run}: cannot finish the run (No space left on device: {bundle_path_for(dest)}); its "
+                            f"training is saved (1 epoch), so once that is fixed: fastseg fit --resume {run}")
     assert (run / "metrics.json").is_file() and not (run / "finished.json").exists()
     monkeypatch.setattr(fastseg.publish, "atomic_dir", copy)
     said = []
@@ -423,3 +466,33 @@ def test_resume_takes_another_export_destination(tmp_path):
     res = CliRunner().invoke(main, ["fit", "--resume", str(tmp_path), "--export", str(tmp_path / "elsewhere.pkl")])
     assert res.exit_code == 1
     assert res.output.strip() == f"Error: {tmp_path}: not a run folder (no config.json; pass a folder under runs/)"
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_patience_resumes_to_its_finish_not_to_more_epochs(tiny_data, tmp_path, monkeypatch):
+    import fastseg.callbacks
+    import fastseg.train
+    from fastseg.config import FitConfig
+    from fastseg.train import fit, resume
+
+    init = fastseg.callbacks.Patience.__init__
+
+    def never_improves(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.comp = lambda value, best: False
+
+    monkeypatch.setattr(fastseg.callbacks.Patience, "__init__", never_improves)
+    monkeypatch.setattr(fastseg.train, "_write_outputs", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    cfg = FitConfig(data=str(tiny_data), epochs=3, lr=1e-3, bs=4, weights="none", patience=1,
+                    export=str(tmp_path / "m.pkl"), runs_dir=str(tmp_path / "runs"), name="p")
+    run = tmp_path / "runs" / "p"
+    with pytest.raises(TrainingError) as e:
+        fit(cfg)
+    assert str(e.value) == (f"interrupted while finishing {run} (its training is saved: 1 epoch); finish it with: "
+                            f"fastseg fit --resume {run}")
+    monkeypatch.undo()
+    said = []
+    result = resume(run, notify=said.append)
+    assert f"{run}: every epoch is trained; finishing the run (export, metrics.json, plots)" in said
+    assert [row["epoch"] for row in result.history] == [0] and result.stopped_early
+    assert json.loads((run / "metrics.json").read_text())["stopped_early"] is True
