@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError, ModelError
-from .io import atomic_write_bytes, default_mode
+from .io import atomic_dir, atomic_write_bytes, default_mode
 from .model import check_encoder
 
 __all__ = ["BUNDLE_FORMAT", "WEIGHTS_FILE", "INFO_FILE", "bundle_path_for", "is_bundle", "model_info", "write_bundle",
@@ -79,24 +79,11 @@ def write_bundle(model: torch.nn.Module, info: dict, dest: str | os.PathLike, fo
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
     if dest.exists() and not is_bundle(dest):
         raise ModelError(f"{dest}: exists and is not a fastseg bundle (choose another --out)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    os.chmod(tmp, default_mode(0o777))  # mkdtemp makes 0700 folders; the bundle is meant to be shared
-    try:
-        state = {k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
-                 for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    with atomic_dir(dest) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT})
         atomic_write_bytes(tmp / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            os.replace(dest, old / "b")
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

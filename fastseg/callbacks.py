@@ -8,17 +8,17 @@ None of them prints; ``fastseg.train`` reads what they recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.progress import CSVLogger
-from fastai.callback.tracker import SaveModelCallback, TrackerCallback
+from fastai.callback.tracker import TrackerCallback
 
-from .io import atomic_path
-from .device import plain_model
-from .runs import save_checkpoint
+from .runs import RunState, model_state, save_epoch
 
 __all__ = ["ResumedSchedule", "BestCheckpoint", "LastCheckpoint", "RunCSVLogger", "Patience", "StopOnNaN"]
 
@@ -33,52 +33,56 @@ class ResumedSchedule:
         return self.f(self.start + pos * (1.0 - self.start))
 
 
-class BestCheckpoint(SaveModelCallback):
-    """``best.pth`` whenever valid mIoU improves, written atomically; silent; keeps its best across fits."""
+class BestCheckpoint(TrackerCallback):
+    """Tracks the best valid mIoU and its epoch across fits; ``LastCheckpoint`` writes best.pth with last.pth."""
 
-    def __init__(self, fname: str = "best", best: float | None = None, best_epoch: int | None = None):
-        super().__init__(monitor="miou", comp=np.greater, fname=fname, reset_on_fit=False)
-        self.best, self.best_epoch, self.offset = best, best_epoch, 0
-
-    def _save(self, name):
-        from fastai.learner import save_model
-
-        dest = Path(self.learn.path) / self.learn.model_dir / f"{name}.pth"
-        with atomic_path(dest) as tmp:
-            save_model(tmp, plain_model(self.learn.model), None, with_opt=False)
-        self.last_saved_path = dest
+    def __init__(self, best: float | None = None, best_epoch: int | None = None):
+        super().__init__(monitor="miou", comp=np.greater, reset_on_fit=False)
+        self.best, self.best_epoch, self.offset, self.new_best = best, best_epoch, 0, False
 
     def after_epoch(self):
-        TrackerCallback.after_epoch(self)
+        super().after_epoch()
         if self.new_best:
             self.best_epoch = self.offset + self.epoch
-            self._save(self.fname)
-
-    def after_fit(self):
-        self.run = True  # fastseg loads best.pth itself once the whole run (all fits) is over
 
 
 class LastCheckpoint(Callback):
-    """``last.pth`` after every completed epoch: model, optimiser, epochs done, and the run's state.
+    """last.pth (and best.pth on a new best) after every completed epoch, as one ``RunState``.
 
     Also keeps each epoch's validation confusion matrix (``cms``), so final and best per-class
-    scores survive a resume without re-validating.
+    scores survive a resume without re-validating. A failed write (disk full) stops the fit and is
+    kept in ``failed`` as (epochs completed, error); the previous epoch's files are left intact.
     """
 
     order = 62  # after the trackers (60, 61) have updated the best score
 
-    def __init__(self, dest: str | Path, state: dict, best: BestCheckpoint, patience: "Patience | None" = None,
-                 cms: list | None = None):
-        self.dest, self.state, self.best_cb, self.patience = Path(dest), state, best, patience
-        self.cms = list(cms or [])
+    def __init__(self, folder: str | Path, base: RunState, best: BestCheckpoint, patience: "Patience | None" = None):
+        self.folder, self.base, self.best_cb, self.patience = Path(folder), base, best, patience
+        self.cms = list(base.cms)
+        self.saved = base.epoch  # epochs completed in the last.pth on disk
+        self.failed: tuple[int, OSError] | None = None
         self.offset = 0
+
+    def state(self, epoch: int) -> RunState:
+        return dataclasses.replace(
+            self.base, epoch=epoch, cms=self.cms, best=self.best_cb.best, best_epoch=self.best_cb.best_epoch,
+            wait=self.patience.wait if self.patience is not None else 0,
+            stopped=bool(self.patience is not None and self.patience.stopped),
+            model=model_state(self.learn), opt=self.learn.opt.state_dict() if self.learn.opt is not None else None)
 
     def after_epoch(self):
         metric = self.learn.metrics[0]
-        self.cms.append(None if metric.cm is None else metric.cm.detach().cpu().numpy().astype(np.int64))
-        save_checkpoint(self.dest, self.learn, epoch=self.offset + self.epoch + 1, cms=self.cms,
-                        best=self.best_cb.best, best_epoch=self.best_cb.best_epoch,
-                        wait=self.patience.wait if self.patience is not None else 0, **self.state)
+        self.cms.append(None if metric.cm is None else metric.cm.detach().cpu().to(torch.int64))
+        epoch = self.offset + self.epoch + 1
+        state = self.state(epoch)
+        try:
+            save_epoch(self.folder, state, state.model if self.best_cb.new_best else None)
+        except OSError as e:
+            self.failed = (epoch, e)
+            raise CancelFitException() from None
+        self.saved = epoch
+        if self.patience is not None and self.patience.stopped:
+            raise CancelFitException()  # early stop, once the epoch that decided it is saved
 
 
 class RunCSVLogger(CSVLogger):
@@ -108,18 +112,16 @@ class RunCSVLogger(CSVLogger):
 class Patience(TrackerCallback):
     """Early stopping on valid mIoU after ``patience`` epochs without improvement; silent; resumable."""
 
-    order = 63  # last: LastCheckpoint has saved the epoch before this may stop the fit
+    order = 61  # before LastCheckpoint, which saves the decision and then ends the fit
 
-    def __init__(self, patience: int, best: float | None = None, wait: int = 0):
+    def __init__(self, patience: int, best: float | None = None, wait: int = 0, stopped: bool = False):
         super().__init__(monitor="miou", comp=np.greater, reset_on_fit=False)
-        self.patience, self.best, self.wait, self.stopped = patience, best, wait, False
+        self.patience, self.best, self.wait, self.stopped = patience, best, wait, stopped
 
     def after_epoch(self):
         super().after_epoch()
         self.wait = 0 if self.new_best else self.wait + 1
-        if self.wait >= self.patience:
-            self.stopped = True
-            raise CancelFitException()
+        self.stopped = self.wait >= self.patience
 
 
 class StopOnNaN(Callback):

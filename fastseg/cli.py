@@ -10,11 +10,21 @@ import warnings
 import click
 
 from .config import FORMAT_CHOICES, LOG_CHOICES, FitConfig
-from .errors import FastsegError
+from .errors import FastsegError, Interrupted
 
 DEFAULTS = FitConfig()
 PRELABEL_HINTS = {"coco": "COCO instances with RLE masks: import as 'COCO 1.0' in CVAT or any COCO tool",
                   "cvat": "import in CVAT as 'Segmentation mask 1.1'"}
+
+
+class InterruptedExit(click.ClickException):
+    """Ctrl-C: one line saying what was saved, and the shell's exit code for SIGINT."""
+
+    exit_code = 130  # 128 + SIGINT
+
+    def show(self, file=None) -> None:
+        click.echo(err=True)  # end the line a progress bar was drawing
+        super().show(file)
 
 
 class FastsegGroup(click.Group):
@@ -23,6 +33,8 @@ class FastsegGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except Interrupted as e:
+            raise InterruptedExit(str(e)) from None
         except FastsegError as e:
             raise click.ClickException(str(e)) from None
 
@@ -180,7 +192,9 @@ def main():
 @speed_options
 @click.option("--epochs", type=click.IntRange(min=1), help=f"Training epochs.  [default: {DEFAULTS.epochs}]")
 @click.option("--lr", help="Peak learning rate, or 'auto' to use the LR finder's suggestion.  [default: auto]")
-@click.option("--export", type=click.Path(dir_okay=False), help=f"Where to write the fastai learner.  [default: {DEFAULTS.export}]")
+@click.option("--export", type=click.Path(dir_okay=False),
+              help="Where to copy the run's model (.pkl, and its safe bundle beside it: model.pkl -> model/); "
+                   f"the run folder keeps its own.  [default: {DEFAULTS.export}]")
 @click.option("--sync-bn/--no-sync-bn", default=None,
               help="Multi-GPU (torchrun / accelerate launch): BatchNorm synced across GPUs.  [default: sync-bn]")
 @training_options
@@ -193,15 +207,17 @@ def main():
 def fit(config_file, lr, resume, quiet, as_json, **options):
     """Train a Unet on a folder of images and masks, then export it.
 
-    Each run writes runs/<name>/: config.json, history.csv, metrics.json, plots and the best.pth /
-    last.pth checkpoints. The export holds the best epoch's weights (by valid mIoU).
+    Each run writes runs/<name>/: config.json, history.csv, metrics.json, plots, the best.pth /
+    last.pth checkpoints and its model (model.pkl + model/) with the best epoch's weights (by valid
+    mIoU); --export gets a copy. Ctrl-C, a kill or a full disk leave a run that --resume continues
+    (or finishes, when every epoch is trained).
 
     \b
     Example:
       fastseg fit --epochs 25
       fastseg fit --data ~/datasets/cells --size 256 --weights none --lr 3e-3 --name cells
       torchrun --nproc_per_node 4 -m fastseg fit --data ~/datasets/cells --bs 8   # 4 GPUs, DDP
-      fastseg fit --resume runs/cells          # continue after a crash or kill -9
+      fastseg fit --resume runs/cells          # continue after a crash, Ctrl-C or kill -9
       fastseg fit --config runs/cells/config.json   # reproduce a run
       fastseg fit --data ~/datasets/cells --bs auto --cache ram
       fastseg fit --epochs 25 --log tensorboard --log mlflow   # also track the run
@@ -218,11 +234,11 @@ def fit(config_file, lr, resume, quiet, as_json, **options):
     options["log"] = options["log"] or None  # none given: the config file's (or the default) list
     notify, progress = _fit_output(quiet, as_json)
     if resume is not None:
-        given = sorted(k for k, v in options.items() if v is not None) + (["config"] if config_file else []) \
-            + (["lr"] if lr is not None else [])
+        given = sorted(k for k, v in options.items() if v is not None and k != "export") \
+            + (["config"] if config_file else []) + (["lr"] if lr is not None else [])
         if given:
             raise click.UsageError(f"--resume continues with the run's own config.json; drop --{', --'.join(given)}")
-        result = run_resume(resume, notify=notify, progress=progress)
+        result = run_resume(resume, notify=notify, progress=progress, export=options["export"])
     else:
         cfg = build_config(config_file, lr=_parse_lr(lr), **options)
         result = run_fit(cfg, notify=notify, progress=progress)
@@ -275,7 +291,7 @@ def _echo_fit_summary(result) -> None:
         click.echo(f"valid mIoU on whole images {full['miou']:.4f}  Dice {full['dice']:.4f} "
                    f"(the best epoch was picked on centre crops; per_image.csv has each image)")
     click.echo(f"exported {result.export}")
-    click.echo(f"run folder {result.run}")
+    click.echo(f"run folder {result.run} (its own copy of the model: {result.model})")
     if result.outputs is not None:
         click.echo(f"report {result.outputs.report}")
 

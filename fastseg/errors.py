@@ -4,7 +4,8 @@ The CLI turns every ``FastsegError`` into one ``Error: ...`` line and a non-zero
 anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError", "TrainingError", "OutputError"]
+__all__ = ["FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError", "TrainingError", "OutputError",
+           "Interrupted"]
 
 
 class FastsegError(Exception):
@@ -33,3 +34,11 @@ class TrainingError(FastsegError):
 
 class OutputError(FastsegError):
     """An output cannot be written: it would replace a file fastseg must not touch, or the write failed."""
+
+
+class Interrupted(TrainingError):
+    """Ctrl-C stopped a run: the message says what is saved and how to continue; the CLI exits 130."""
+
+    def __init__(self, message: str, run=None, epoch: int | None = None):
+        super().__init__(message)
+        self.run, self.epoch = run, epoch  # the run folder (None: not made yet), epochs saved in it

@@ -61,6 +61,41 @@ def _default_out(model: Path, fmt: str) -> Path:
     return model.with_name(model.stem + (".onnx" if fmt == "onnx" else ".pt"))
 
 
+OUT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".ts")}  # safetensors: a bundle folder
+MODEL_SUFFIXES = (".pkl", ".onnx", ".pt", ".ts", ".pth", ".safetensors", ".json")  # files, never a bundle folder
+EXPECTED = "onnx: a .onnx file, torchscript: a .pt or .ts file, safetensors: a folder"
+
+
+def _sources(model: Path) -> list[Path]:
+    """The paths that make up ``model``: the file, or a bundle folder and its files."""
+    from .bundle import is_bundle
+
+    if not is_bundle(model):
+        return [model]
+    folder = model.parent if model.is_file() else model
+    return [folder, *folder.iterdir()]
+
+
+def _check_out(model: Path, dest: Path, fmt: str) -> None:
+    """Refuse a destination that is (part of) the source model, or that does not fit ``fmt``."""
+    import os
+
+    target = dest.resolve()
+    for src in _sources(model):
+        same = dest.exists() and src.exists() and os.path.samefile(src, dest)
+        if same or target == src.resolve() or (src.is_dir() and target.is_relative_to(src.resolve())):
+            raise ConfigError(f"{dest}: is the model being exported ({model}); --out must be a new path "
+                              f"({EXPECTED})")
+    suffix = dest.suffix.lower()
+    if fmt == "safetensors":
+        if dest.is_file() or suffix in MODEL_SUFFIXES:
+            raise ConfigError(f"{dest}: --format safetensors writes a bundle folder, not a file; give a folder path "
+                              f"({EXPECTED})")
+    elif suffix not in OUT_SUFFIXES[fmt] or dest.is_dir():
+        raise ConfigError(f"{dest}: --format {fmt} needs a path ending in {' or '.join(OUT_SUFFIXES[fmt])} "
+                          f"({EXPECTED})")
+
+
 def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False,
                  notify: Notify = silent) -> ExportResult:
     """Convert a fastseg model (.pkl, bundle, .pt) to ``fmt``: a safe bundle, ONNX or TorchScript."""
@@ -71,6 +106,7 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
         raise ConfigError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     model = Path(model)
     dest = Path(out) if out is not None else _default_out(model, fmt)
+    _check_out(model, dest, fmt)
     if dest.exists() and not force:
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
     if model.suffix.lower() == ".onnx":
@@ -126,9 +162,12 @@ def write_torchscript(net: torch.nn.Module, info: dict, dest: Path) -> ExportRes
 
 
 def export_bundle_beside(learn, pkl: str | Path) -> Path:
-    """The safe bundle for a freshly trained learner, next to its ``.pkl`` (``model.pkl`` -> ``model/``)."""
+    """The safe bundle for a freshly trained learner, next to its ``.pkl`` (``model.pkl`` -> ``model/``).
+
+    Its fastseg.json records the .pkl's sha256, which tells later exports that fastseg wrote the pair."""
     from .bundle import bundle_path_for, write_bundle
+    from .io import sha256_file
     from .predict import Predictor
 
-    predictor = Predictor.from_learner(learn)
-    return write_bundle(learn.model, predictor.info(), bundle_path_for(pkl), force=True)
+    info = {**Predictor.from_learner(learn).info(), "pkl_sha256": sha256_file(pkl)}
+    return write_bundle(learn.model, info, bundle_path_for(pkl), force=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "default_mode", "palette_for"]
+__all__ = ["atomic_path", "atomic_dir", "atomic_write_bytes", "default_mode", "sha256_file", "palette_for"]
 
 
 @contextmanager
@@ -47,6 +49,39 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()
+
+
+@contextmanager
+def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``dest``; on success swap it in for ``dest`` as a whole.
+
+    A crash leaves ``dest`` as it was, or (killed between the two renames) absent with the old
+    copy in a hidden ``.<name>.old.*`` folder beside it.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, default_mode(0o777))  # mkdtemp makes 0700 folders; the result is meant to be shared
+    try:
+        yield tmp
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / "b")
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def default_mode(base: int) -> int:

@@ -26,7 +26,7 @@ from .config import FitConfig, Notify, silent
 from .data import IGNORE_INDEX, DataSpec, discover
 from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_process, run_on_main
 from .distributed import setup as distributed_setup
-from .errors import TrainingError
+from .errors import Interrupted, TrainingError
 from .io import atomic_write_bytes
 from .device import tune_learner
 from .loaders import auto_size, dataloaders_for, train_crops_like
@@ -34,6 +34,7 @@ from .losses import make_loss
 from .metrics import MeanDice, MeanIoU
 from .model import WeightsInfo, build_model
 from .progressive import PROGRESSIVE_LR_DIV, crops_per_image, progressive_size, small_epochs
+from .runs import RunState
 
 __all__ = ["FastsegInfo", "LRFindResult", "FitResult", "seg_splitter", "build_learner", "run_lr_find", "find_lr",
            "lr_find", "fit", "resume"]
@@ -87,6 +88,7 @@ class FitResult:
     bs: int | None = None  # the batch size trained with (after --bs auto), per process
     aug: str | None = None  # the augmentation level trained with (after --aug auto)
     progressive: dict | None = None  # {"size": crop side, "epochs": n} of the half-size part; None: one size
+    model: Path | None = None  # the run folder's own export (model.pkl; its bundle model/); ``export`` is a copy
     outputs: object = None  # fastseg.report.RunOutputs: full-resolution valid scores, per-image files, report.html
 
 
@@ -230,7 +232,8 @@ def _run_phases(learn: Learner, phases: list[Phase], done: int, cbs: list, state
             for cb in cbs:
                 cb.offset = offset + skip
             learn.fit(phase.epochs - skip, cbs=[ParamScheduler(one_cycle_scheds(learn, phase, skip)), *cbs])
-            if any(getattr(cb, "stopped", False) or getattr(cb, "where", None) for cb in cbs):
+            if any(getattr(cb, "stopped", False) or getattr(cb, "where", None) or getattr(cb, "failed", None)
+                   for cb in cbs):
                 return
             offset += phase.epochs
     finally:
@@ -267,31 +270,96 @@ def read_history(path: Path) -> list[dict]:
     return rows
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+@dataclass
+class _Where:
+    """How far a run got, for the message when Ctrl-C stops it."""
+
+    run: Path | None = None
+    last: LastCheckpoint | None = None
+    resumed: int = 0  # epochs saved when the run was resumed
+    total: int | None = None
+    finishing: bool = False
+
+    def interrupted(self) -> Interrupted:
+        from .runs import resume_command
+
+        saved = self.last.saved if self.last is not None else self.resumed
+        if self.run is None:
+            return Interrupted("interrupted before the run folder was made; nothing was saved")
+        if self.finishing:
+            return Interrupted(f"interrupted while finishing {self.run} (its training is saved: {_epochs(saved)}); "
+                               f"finish it with: {resume_command(self.run)}", self.run, saved)
+        if not saved:
+            return Interrupted(f"interrupted: {self.run} has no epoch saved yet; nothing to resume, start the run "
+                               "again", self.run, 0)
+        return Interrupted(f"interrupted after epoch {saved} of {self.total} was saved in {self.run}; continue with: "
+                           f"{resume_command(self.run)}", self.run, saved)
+
+
 def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | None = None,
                  progress: bool = True) -> FitResult:
     """The whole job behind ``fastseg fit`` (and ``--resume``): run folder, LR, phases, export, report.
 
-    ``progress``: fastai's progress bars; False (log files, CI): one line per epoch through ``notify``."""
-    from .console import EpochLines, hide_bars
-    from .runs import load_checkpoint, new_run_dir, write_json
-    from .tracking import Trackers, open_trackers, require, summary_for_trackers
+    Ctrl-C becomes ``Interrupted``, which says which epoch is saved and how to continue. ``progress``:
+    fastai's progress bars; False (log files, CI): one line per epoch through ``notify``."""
+    from .tracking import require
 
     require(cfg.log)  # a missing tracker package stops the run before any work
-
     notify = distributed_setup(notify)  # DDP launcher: join the group, pin the GPU; notices from rank 0 only
-    main = is_main_process()
-    state = None
+    where = _Where()
+    try:
+        return _run(cfg, notify, resume_dir, where, progress)
+    except KeyboardInterrupt:
+        raise where.interrupted() from None
+
+
+def _open_run(cfg: FitConfig, resume_dir: Path | None, main: bool) -> tuple[FitConfig, RunState | None]:
+    """The resumed run's state (best.pth settled with last.pth), or the new run's config with absolute paths;
+    the export destination checked either way, before anything is trained."""
+    from .publish import RUN_MODEL, check_destination
+    from .runs import absolute_paths, is_finished, load_run_state, settle_best
+
+    state, own = None, None
     if resume_dir is not None:
-        run = resume_dir
-        state = load_checkpoint(run / "last.pth")
-        if state["epoch"] >= state["total_epochs"] or (run / "metrics.json").is_file():
-            raise TrainingError(f"{run}: this run already finished (start a new one, or evaluate {cfg.export})")
+        state = load_run_state(resume_dir)
+        if is_finished(resume_dir, state):
+            raise TrainingError(f"{resume_dir}: this run already finished (its model: {resume_dir / RUN_MODEL}); "
+                                "start a new run to train again")
+        if main:
+            settle_best(resume_dir, state)
+        barrier()
+        own = resume_dir / RUN_MODEL
+    else:
+        cfg = absolute_paths(cfg, Path.cwd())  # config.json then works from any working directory
+    check_destination(cfg.export, own=own)
+    return cfg, state
+
+
+def _run(cfg: FitConfig, notify: Notify, resume_dir: Path | None, where: _Where, progress: bool = True) -> FitResult:
+    from .console import EpochLines, hide_bars
+    from .runs import check_same_data, data_fingerprint, new_run_dir, write_json
+    from .tracking import Trackers, open_trackers, summary_for_trackers
+
+    main = is_main_process()
+    resume_dir = resume_dir and Path(resume_dir).absolute()
+    where.run = resume_dir
+    cfg, state = _open_run(cfg, resume_dir, main)
+    if state is not None:
+        where.resumed, where.total = state.epoch, state.total_epochs
     # Data and model errors (bad encoder, unreadable weights) come before the run folder is made.
     learn, spec, winfo = build_learner(cfg, notify, workdir=resume_dir or Path(cfg.runs_dir))
     if not progress:
-        hide_bars(learn)  # no redrawn bars in log files; EpochLines below reports each epoch instead
-    if resume_dir is None:  # DDP: rank 0 makes the folder, every rank uses it
-        run = Path(broadcast_value(str(new_run_dir(cfg.runs_dir, cfg.name)) if main else None))
+        hide_bars(learn)  # no redrawn bars in log files; EpochLines reports each epoch instead
+    fingerprint = data_fingerprint(spec)
+    if state is not None:
+        run = resume_dir
+        check_same_data(run, state.data, fingerprint, notify)
+    else:  # DDP: rank 0 makes the folder, every rank uses it
+        run = where.run = Path(broadcast_value(str(new_run_dir(cfg.runs_dir, cfg.name)) if main else None))
         cfg = cfg.replace(size=auto_size(spec, cfg.size))
         if main:
             write_json(run / "config.json", {**cfg.to_dict(), "name": None})  # name None: feeding it back makes a new run
@@ -299,27 +367,59 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
     learn.path = run if main else Path(tempfile.mkdtemp(prefix="fastseg-rank-"))
     notify(f"run folder {run}")
     trackers = open_trackers(cfg.log, run, cfg.to_dict(), state is not None, notify) if main else Trackers()
+    lr, how, found = _learning_rate(cfg, learn, spec, run, state, notify)
+    full = auto_size(spec, cfg.size)
+    small, why = progressive_size(cfg, spec, full)
+    phases = plan_phases(cfg, winfo.loaded, lr, small)
+    loaders, progressive = _phase_loaders(cfg, learn, spec, phases, full, small, why, notify)
+    where.total = total = sum(p.epochs for p in phases)
+    base = state or RunState(epoch=0, total_epochs=total, lr=lr, lr_source=how)
+    base = dataclasses.replace(base, data=fingerprint, model=None, opt=None)
+    best = BestCheckpoint(best=base.best, best_epoch=base.best_epoch)
+    patience = Patience(cfg.patience, best=base.best, wait=base.wait, stopped=base.stopped) if cfg.patience else None
+    where.last = last = LastCheckpoint(learn.path, base, best, patience)
+    ranks = None
+    if state is not None and (state.epoch >= total or state.stopped):
+        notify(f"{run}: every epoch is trained; finishing the run (export, metrics.json, plots)")
+    else:
+        extra = [*trackers.cbs, *([] if progress else [EpochLines(notify, total)])]
+        with trackers:
+            ranks = _train_phases(cfg, learn, phases, state, loaders, best, last, patience, run, notify, extra)
+    where.finishing = True
+    with trackers:
+        result = _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main, progressive, notify)
+        trackers.finish(summary_for_trackers(result, result.outputs))
+    result.ranks = ranks
+    if not main:
+        shutil.rmtree(learn.path, ignore_errors=True)
+    return result
+
+
+def _learning_rate(cfg, learn, spec, run, state, notify) -> tuple[float, str, LRFindResult | None]:
+    """The resumed run's LR, the given one, or the LR finder's (its plot saved in the run folder)."""
     found = None
     if state is not None:
-        lr, how = state["lr"], state["lr_source"]
-        learn.model.load_state_dict(state["model"])
-        set_seed(cfg.seed + state["epoch"], reproducible=True)
-        notify(f"resuming {run} after epoch {state['epoch']} of {state['total_epochs']}")
+        lr, how = state.lr, state.lr_source
+        learn.model.load_state_dict(state.model)
+        set_seed(cfg.seed + state.epoch, reproducible=True)
+        notify(f"resuming {run} after epoch {state.epoch} of {state.total_epochs}")
     elif cfg.lr == "auto":
         t0 = time.perf_counter()
         found = run_on_main(find_lr, learn, spec, cfg)  # DDP: rank 0 alone, the others take its result
         lr, how = found.lr, "lr finder: minimum / 10"
         from .plots import plot_lr_find
 
-        if main:
+        if is_main_process():
             plot_lr_find(found, run / "lr_find.png")
         notify(f"LR finder: {time.perf_counter() - t0:.0f} s")
     else:
         lr, how = float(cfg.lr), "given"
     notify(f"learning rate {lr:.2e} ({how})")
-    full = auto_size(spec, cfg.size)
-    small, why = progressive_size(cfg, spec, full)
-    phases = plan_phases(cfg, winfo.loaded, lr, small)
+    return lr, how, found
+
+
+def _phase_loaders(cfg, learn, spec, phases, full, small, why, notify) -> tuple[dict, dict | None]:
+    """DataLoaders of the progressive-resizing phase (by crop side), and what it is, said once."""
     loaders, progressive = {}, None
     if any(p.size for p in phases):
         repeats = crops_per_image(full, small)
@@ -331,80 +431,99 @@ def run_training(cfg: FitConfig, notify: Notify = silent, resume_dir: Path | Non
                f"({why}; --progressive off to train at one size)")
     elif cfg.progressive == "on":
         notify(f"progressive resizing off: {why}")
-    total = sum(p.epochs for p in phases)
-    done = state["epoch"] if state else 0
-    best = BestCheckpoint(best=state and state["best"], best_epoch=state and state["best_epoch"])
-    patience = Patience(cfg.patience, best=state and state["best"], wait=state["wait"] if state else 0) \
-        if cfg.patience else None
+    return loaders, progressive
+
+
+def _train_phases(cfg, learn, phases, state, loaders, best, last, patience, run, notify,
+                  extra: list = ()) -> RankStats | None:
+    """Train what is left of the run; a NaN loss or a failed checkpoint write stops it with one line.
+    ``extra``: more callbacks (trackers, per-epoch log lines)."""
+    from .runs import resume_command
+
     nan = StopOnNaN()
-    last = LastCheckpoint(learn.path / "last.pth", {"lr": lr, "lr_source": how, "total_epochs": total}, best, patience,
-                          cms=state["cms"] if state else None)
-    if state is not None and main:
-        _trim_history(run / "history.csv", done)
-    cbs = [nan, RunCSVLogger(), best, last, *([patience] if patience else []), *training_cbs(cfg), *trackers.cbs,
-           *([] if progress else [EpochLines(notify, total)])]
-    with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync, trackers:  # no-op in one process
-        _run_phases(learn, phases, done, cbs, state, loaders)
+    if state is not None and is_main_process():
+        _trim_history(run / "history.csv", state.epoch)
+    cbs = [nan, RunCSVLogger(), best, last, *([patience] if patience else []), *training_cbs(cfg), *extra]
+    with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync:  # no-op in one process
+        _run_phases(learn, phases, state.epoch if state else 0, cbs, state and {"opt": state.opt}, loaders)
+    if last.failed is not None:
+        epoch, err = last.failed
+        kept = (f"the run can be resumed after epoch {last.saved}, its last good checkpoint: {resume_command(run)}"
+                if last.saved else "no epoch was saved, so start the run again")
+        raise TrainingError(f"{run}: cannot write the checkpoint of epoch {epoch} ({err.strerror or err}); {kept} "
+                            "once there is room")
     if nan.where is not None:
-        trackers.fail()
         epoch, batch, value = nan.where
         kept = f"last good checkpoint {run / 'last.pth'} (epoch {epoch})" if (run / "last.pth").is_file() \
             else "no epoch had finished, so there is no checkpoint"
         raise TrainingError(f"{run}: training loss became {value} at epoch {epoch}, batch {batch}; stopped "
                             f"({kept}; lower --lr, try --grad-clip 1, or check the data)")
-    with trackers:
-        result = _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main, progressive)
-        trackers.finish(summary_for_trackers(result, result.outputs))
-    result.ranks = sync and sync.stats
-    if not main:
-        shutil.rmtree(learn.path, ignore_errors=True)
-    return result
+    return sync and sync.stats
 
 
-def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main, progressive=None) -> FitResult:
-    """Load the best epoch's weights, export them (+ safe bundle), write metrics.json and the plots (rank 0)."""
-    from fastai.learner import load_model
+def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, main, progressive=None,
+            notify: Notify = silent) -> FitResult:
+    """Load the best epoch's weights; rank 0 exports them into the run folder, writes metrics.json and the
+    plots, copies the model to ``cfg.export``, and marks the run finished (finished.json, written last)."""
+    from fastai.torch_core import get_model
 
-    from .export import export_bundle_beside, export_learner
-
-    from .console import show_bars
+    from .device import plain_model
     from .metrics import scores_from_confusion
-    from .plots import write_run_plots
-    from .report import finish_run
-    from .runs import write_json
+    from .runs import load_best
 
-    barrier()  # DDP: fastai saves only on rank 0, so every rank loads rank 0's best.pth once it is written
-    if (run / "best.pth").is_file():
-        load_model(run / "best.pth", learn.model, None, with_opt=False, device=learn.dls.device)
+    barrier()  # DDP: only rank 0 writes best.pth, so every rank loads rank 0's best.pth once it is written
+    loaded = load_best(run)
+    if loaded is not None:
+        plain_model(get_model(learn.model)).load_state_dict(loaded[1])
     cms = last.cms
     best_epoch = best.best_epoch if best.best_epoch is not None else len(cms) - 1
     final = scores_from_confusion(cms[-1]).as_dict(spec.codes)
     best_scores = scores_from_confusion(cms[best_epoch]).as_dict(spec.codes)
     learn.fastseg_info.meta.update(lr=lr, epochs=cfg.epochs, final=best_scores, best_epoch=best_epoch, run=str(run))
-    history = read_history(learn.path / "history.csv")
-    stopped = bool(patience and patience.stopped)
+    result = FitResult(export=Path(cfg.export), lr=lr, lr_source=how, weights=winfo, metrics=best_scores,
+                       history=read_history(learn.path / "history.csv"), lr_find=found, run=run, best_epoch=best_epoch,
+                       stopped_early=bool(patience and patience.stopped), bs=learn.dls.train.bs,
+                       aug=getattr(learn.dls, "fastseg_aug", None), progressive=progressive)
     if not main:
         barrier()  # DDP: wait for rank 0's export, so no rank returns before the files are complete
-        return FitResult(export=Path(cfg.export).absolute(), lr=lr, lr_source=how, weights=winfo, metrics=best_scores,
-                         history=history, lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped,
-                         bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None), progressive=progressive)
-    show_bars(learn)  # the export is the same whether this run showed progress bars or not
-    path = export_learner(learn, cfg.export)
-    export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
-    write_json(run / "metrics.json", {
-        "final": {"epoch": len(cms) - 1, **final}, "best": {"epoch": best_epoch, **best_scores},
-        "lr": lr, "lr_source": how, "epochs_run": len(cms), "stopped_early": stopped, "export": str(path),
-        "bs": learn.dls.train.bs, "aug": getattr(learn.dls, "fastseg_aug", None), "progressive": progressive,
-        "weights": {"requested": winfo.requested, "loaded": winfo.loaded, "source": winfo.source},
-        "lr_find": None if found is None else found.suggestions,
-    })
-    write_run_plots(run, learn, spec, history, cms[best_epoch])
-    outputs = finish_run(learn, spec, run, best_epoch, best_scores, path)  # per-image scores, report.html
+        return result
+    try:
+        _write_outputs(learn, spec, cfg, result, {"epoch": len(cms) - 1, **final}, cms[best_epoch], notify)
+    except OSError as e:
+        from .runs import resume_command
+
+        raise TrainingError(f"{run}: cannot finish the run ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); "
+                            f"its training is saved ({_epochs(len(cms))}), so once that is fixed: {resume_command(run)}") from None
     barrier()
-    return FitResult(export=path, lr=lr, lr_source=how, weights=winfo, metrics=best_scores, history=history,
-                     lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped,
-                     bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None), progressive=progressive,
-                     outputs=outputs)
+    return result
+
+
+def _write_outputs(learn, spec, cfg, result: FitResult, final: dict, best_cm, notify: Notify) -> None:
+    """The run folder's model.pkl + model/, metrics.json, plots; the --export copy; finished.json last."""
+    from .export import export_bundle_beside, export_learner
+    from .plots import write_run_plots
+    from .publish import RUN_MODEL, publish
+    from .runs import FINISHED, write_json
+
+    from .console import show_bars
+    from .report import finish_run
+
+    run, winfo = result.run, result.weights
+    show_bars(learn)  # the export is the same whether this run showed progress bars or not
+    result.model = export_learner(learn, run / RUN_MODEL)
+    export_bundle_beside(learn, result.model)  # the safe, pickle-free twin: model.pkl -> model/
+    write_json(run / "metrics.json", {
+        "final": final, "best": {"epoch": result.best_epoch, **result.metrics},
+        "lr": result.lr, "lr_source": result.lr_source, "epochs_run": final["epoch"] + 1,
+        "stopped_early": result.stopped_early, "model": str(result.model), "export": str(result.export),
+        "bs": result.bs, "aug": result.aug, "progressive": result.progressive,
+        "weights": {"requested": winfo.requested, "loaded": winfo.loaded, "source": winfo.source},
+        "lr_find": None if result.lr_find is None else result.lr_find.suggestions,
+    })
+    write_run_plots(run, learn, spec, result.history, best_cm)
+    result.outputs = finish_run(learn, spec, run, result.best_epoch, result.metrics, result.model)  # per-image, report
+    result.export = publish(result.model, cfg.export, notify)
+    write_json(run / FINISHED, {"model": str(result.model), "export": str(result.export)})
 
 
 def fit(cfg: FitConfig, notify: Notify = silent, progress: bool = True) -> FitResult:
@@ -412,8 +531,13 @@ def fit(cfg: FitConfig, notify: Notify = silent, progress: bool = True) -> FitRe
     return run_training(cfg, notify=notify, progress=progress)
 
 
-def resume(run: str | Path, notify: Notify = silent, progress: bool = True) -> FitResult:
-    """Continue the run in folder ``run`` from its last completed epoch (model, optimiser, schedule)."""
+def resume(run: str | Path, notify: Notify = silent, export: str | Path | None = None,
+           progress: bool = True) -> FitResult:
+    """Continue the run in folder ``run`` from its last completed epoch (model, optimiser, schedule), or
+    finish it (export, metrics, plots) when every epoch is trained; ``export``: another --export than its own."""
     from .runs import read_run_config
 
-    return run_training(read_run_config(run), notify=notify, resume_dir=Path(run), progress=progress)
+    cfg = read_run_config(run, notify)
+    if export is not None:
+        cfg = cfg.replace(export=str(Path(export).absolute()))
+    return run_training(cfg, notify=notify, resume_dir=Path(run), progress=progress)

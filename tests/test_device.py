@@ -113,18 +113,13 @@ def test_tune_learner_cpu_and_channels_last():
 def test_checkpoints_written_while_compiled_load_into_the_plain_model(tmp_path):
     """A --compile fit saves best.pth/last.pth mid-fit, while learn.model is the compiled wrapper:
     the files must hold the plain module's keys (found on a GPU run: '_orig_mod.' keys broke the export)."""
-    from fastai.learner import load_model
-
-    from fastseg.callbacks import BestCheckpoint
-    from fastseg.runs import load_checkpoint, save_checkpoint
+    from fastseg.runs import RunState, load_best, load_run_state, model_state, save_epoch
 
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     learn = SimpleNamespace(model=torch.compile(plain), opt=None, path=tmp_path, model_dir="models")
-    best = BestCheckpoint()
-    best.learn = learn
-    best._save("best")
-    save_checkpoint(tmp_path / "last.pth", learn, epoch=1)
+    state = RunState(epoch=1, total_epochs=2, lr=1e-3, lr_source="given", best_epoch=0, model=model_state(learn))
+    save_epoch(tmp_path, state, state.model)
     fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    load_model(tmp_path / "models" / "best.pth", fresh, None, with_opt=False)  # strict: raises on '_orig_mod.'
+    fresh.load_state_dict(load_best(tmp_path)[1])  # strict: raises on '_orig_mod.'
     assert torch.equal(fresh[0].weight, plain[0].weight)
-    fresh.load_state_dict(load_checkpoint(tmp_path / "last.pth")["model"])
+    fresh.load_state_dict(load_run_state(tmp_path).model)

@@ -1,0 +1,498 @@
+"""Run folders, checkpoints, exports and resume under faults: kills, Ctrl-C, full disks, changed data,
+destinations fastseg did not write. No trained model is ever lost, and every stopped run can be finished."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from fault_driver import kill_at
+
+from fastseg.bundle import INFO_FILE, WEIGHTS_FILE, bundle_path_for
+from fastseg.cli import main
+from fastseg.errors import ConfigError, TrainingError
+from fastseg.io import sha256_file
+
+TINY_FIT = ["--epochs", "3", "--lr", "1e-3", "--bs", "4", "--weights", "none"]
+
+
+def _fake_run(folder: Path, tag: str) -> Path:
+    """A run folder holding a small stand-in model.pkl (a zip, like torch.save's) and its bundle."""
+    import zipfile
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    pkl = folder / "model.pkl"
+    with zipfile.ZipFile(pkl, "w") as z:
+        z.writestr("archive/data.pkl", tag * 1000)
+    (folder / "model").mkdir()
+    (folder / "model" / WEIGHTS_FILE).write_bytes(tag.encode() * 1000)
+    info = {"codes": ["a", "b"], "run": str(folder), "pkl_sha256": sha256_file(pkl)}
+    (folder / "model" / INFO_FILE).write_text(json.dumps(info))
+    return pkl
+
+
+def _assert_pair(dest: Path, run_pkl: Path) -> None:
+    """``dest`` and its bundle are one pair, copied from ``run_pkl`` and its bundle."""
+    info = json.loads((bundle_path_for(dest) / INFO_FILE).read_text())
+    assert sha256_file(dest) == info["pkl_sha256"] == sha256_file(run_pkl)
+    assert sha256_file(bundle_path_for(dest) / WEIGHTS_FILE) == sha256_file(bundle_path_for(run_pkl) / WEIGHTS_FILE)
+
+
+def _earlier_model(trained, dest: Path) -> None:
+    """The session's trained model, as a previous `fastseg fit` left it at ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trained.export, dest)
+    shutil.copytree(bundle_path_for(trained.export), bundle_path_for(dest))
+
+
+# ---- checkpoints: plain tensors, typed, versioned, consistent -------------------------------------------
+
+
+def test_run_state_payload_loads_with_weights_only(tmp_path):
+    from fastseg.runs import CHECKPOINT_VERSION, RunState
+
+    opt = {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": np.float64(1e-3), "betas": (0.9, 0.99)}]}
+    state = RunState(epoch=2, total_epochs=5, lr=1e-3, lr_source="given", best=np.float64(0.5), best_epoch=1,
+                     cms=[np.eye(2, dtype=np.int64), None], model={"w": torch.ones(2)}, opt=opt,
+                     data={"root": "/d", "codes": ["a", "b"], "files": "x", "train": 1, "valid": 1})
+    torch.save(state.to_payload(), tmp_path / "last.pth")
+    back = RunState.from_payload(torch.load(tmp_path / "last.pth", weights_only=True))
+    assert back.version == CHECKPOINT_VERSION and back.epoch == 2 and back.best == 0.5 and back.data == state.data
+    assert back.cms[0].dtype == torch.int64 and torch.equal(back.cms[0], torch.eye(2, dtype=torch.int64))
+    assert back.cms[1] is None and back.opt["param_groups"][0]["lr"] == 1e-3
+
+
+def test_newer_checkpoint_version_is_refused():
+    from fastseg.runs import RunState
+
+    with pytest.raises(TrainingError) as e:
+        RunState.from_payload({"version": 99, "epoch": 1, "total_epochs": 2, "model": {}}, "runs/x/last.pth")
+    assert str(e.value) == ("runs/x/last.pth: written by a newer fastseg (checkpoint version 99; this one reads up "
+                            "to 2); upgrade fastseg to resume it")
+
+
+@pytest.mark.parametrize("killed_after, best_epoch_in_last, held", [
+    ("best-next", 0, 0),  # last.pth not rewritten: the new best is dropped
+    ("last", 1, 1),  # last.pth names the new best: rolled forward
+])
+def test_settle_best_follows_last_pth(tmp_path, killed_after, best_epoch_in_last, held):
+    from fastseg.runs import BEST, BEST_NEXT, RunState, load_best, save_epoch, settle_best
+
+    model = {"w": torch.zeros(1)}
+    save_epoch(tmp_path, RunState(epoch=1, total_epochs=3, lr=1.0, lr_source="given", best_epoch=0, model=model), model)
+    (tmp_path / ".last.pth.abc.tmp").write_bytes(b"half")  # a write a kill interrupted
+    torch.save({"version": 2, "epoch": 1, "model": {"w": torch.ones(1)}}, tmp_path / BEST_NEXT)
+    state = RunState(epoch=1 + (killed_after == "last"), total_epochs=3, lr=1.0, lr_source="given",
+                     best_epoch=best_epoch_in_last)
+    settle_best(tmp_path, state)
+    epoch, weights = load_best(tmp_path)
+    assert epoch == held and float(weights["w"]) == held
+    assert not (tmp_path / BEST_NEXT).exists() and not list(tmp_path.glob(".*.tmp")) and (tmp_path / BEST).is_file()
+
+
+def test_best_pth_of_another_epoch_is_reported(tmp_path):
+    from fastseg.runs import RunState, save_epoch, settle_best
+
+    model = {"w": torch.zeros(1)}
+    save_epoch(tmp_path, RunState(epoch=1, total_epochs=3, lr=1.0, lr_source="given", best_epoch=0, model=model), model)
+    with pytest.raises(TrainingError) as e:
+        settle_best(tmp_path, RunState(epoch=3, total_epochs=3, lr=1.0, lr_source="given", best_epoch=2))
+    assert str(e.value) == (f"{tmp_path / 'best.pth'}: holds epoch 0, but last.pth says the best is epoch 2; the "
+                            "checkpoints do not belong together (start the run again)")
+
+
+# ---- the export destination --------------------------------------------------------------------------
+
+
+def _destination_case(case: str, tmp: Path) -> tuple[Path, str]:
+    """Set up a bad --export under ``tmp``; return it and the expected error line."""
+    again = "move it away or choose another --export"
+    if case == "folder":
+        (tmp / "exp").mkdir()
+        return tmp / "exp", f"{tmp / 'exp'}: is a folder; --export takes a file path, e.g. {tmp / 'exp' / 'model.pkl'}"
+    if case == "under a file":
+        (tmp / "exp").write_text("x")
+        return tmp / "exp" / "m.pkl", (f"{tmp / 'exp'}: is a file, not a folder, so --export {tmp / 'exp' / 'm.pkl'} "
+                                       "cannot be written; choose another --export")
+    if case == "unrelated folder beside":
+        (tmp / "m").mkdir()
+        (tmp / "m" / "notes.txt").write_text("mine")
+        return tmp / "m.pkl", (f"{tmp / 'm'}: exists and is not a fastseg bundle, and the export's bundle would "
+                               f"replace it; {again}")
+    if case == "unknown file":
+        (tmp / "m.pkl").write_bytes(b"someone's model")
+        return tmp / "m.pkl", (f"{tmp / 'm.pkl'}: exists and fastseg cannot tell that it wrote it (no fastseg bundle "
+                               f"{tmp / 'm'} beside it); {again}")
+    assert case == "not its bundle's"
+    pkl = _fake_run(tmp / "runs" / "a", "a")
+    shutil.copytree(bundle_path_for(pkl), tmp / "m")
+    (tmp / "m.pkl").write_bytes(b"replaced by hand")
+    return tmp / "m.pkl", (f"{tmp / 'm.pkl'}: exists and fastseg cannot tell that it wrote it (it does not match "
+                           f"the bundle {tmp / 'm'} beside it); {again}")
+
+
+@pytest.mark.parametrize("case", ["folder", "under a file", "unrelated folder beside", "unknown file",
+                                  "not its bundle's"])
+def test_bad_export_destination_is_refused_before_training(tiny_data, tmp_path, case):
+    from fastseg.config import FitConfig
+    from fastseg.train import fit
+
+    dest, message = _destination_case(case, tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(dest),
+                    runs_dir=str(tmp_path / "runs"), name="r")
+    with pytest.raises(ConfigError) as e:
+        fit(cfg)
+    assert str(e.value) == message
+    assert not (tmp_path / "runs" / "r").exists()  # before the run folder, so before any training
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_unwritable_export_folder_is_refused_before_training(runner_tiny):
+    runner, tiny_data, tmp_path = runner_tiny
+    try:
+        with open("/sys/fastseg-probe", "w"):
+            pytest.skip("/sys is writable here")
+    except OSError:
+        pass
+    res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--export", "/sys/m.pkl", "--runs-dir",
+                               str(tmp_path / "runs"), *TINY_FIT])
+    assert res.exit_code == 1 and not (tmp_path / "runs").exists()
+    assert res.output.strip() == "Error: /sys: cannot write there (Permission denied); choose another --export"
+
+
+@pytest.fixture
+def runner_tiny(tiny_data, tmp_path):
+    return CliRunner(), tiny_data, tmp_path
+
+
+def test_publish_under_concurrent_fits_keeps_pairs_together(tmp_path):
+    """Two processes copying their run's model to one --export, over and over: the .pkl and the bundle at the
+    destination always come from the same run, and each publish says whose model it replaced."""
+    import multiprocessing as mp
+
+    runs = [_fake_run(tmp_path / "runs" / tag, tag) for tag in ("a", "b")]
+    dest = tmp_path / "exports" / "model.pkl"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_publish_many, args=(pkl, dest, 15)) for pkl in runs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    info = json.loads((bundle_path_for(dest) / INFO_FILE).read_text())
+    _assert_pair(dest, Path(info["run"]) / "model.pkl")
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".model.pkl.lock", "model", "model.pkl"]
+
+
+def _legacy_export(tmp_path: Path) -> tuple[Path, Path]:
+    """exports/model.pkl + model/ as fastseg wrote them before runs kept their own model: the run folder has
+    no model.pkl, and the bundle records no .pkl hash."""
+    pkl = _fake_run(tmp_path / "runs" / "old", "o")
+    dest = tmp_path / "exports" / "model.pkl"
+    dest.parent.mkdir()
+    pkl.rename(dest)
+    bundle_path_for(pkl).rename(bundle_path_for(dest))
+    info = json.loads((bundle_path_for(dest) / INFO_FILE).read_text())
+    del info["pkl_sha256"]
+    (bundle_path_for(dest) / INFO_FILE).write_text(json.dumps(info))
+    return dest, pkl.parent
+
+
+def test_an_export_that_is_its_models_only_copy_moves_into_its_run_folder(tmp_path):
+    from fastseg.publish import publish
+
+    dest, old_run = _legacy_export(tmp_path)
+    before = sha256_file(dest)
+    new = _fake_run(tmp_path / "runs" / "new", "n")
+    said = []
+    publish(new, dest, notify=said.append)
+    assert said == [f"moved the previous model at {dest} into its run folder {old_run}",
+                    f"replaced {dest} and {bundle_path_for(dest)}/ (the model of run {old_run})"]
+    assert sha256_file(old_run / "model.pkl") == before and (old_run / "model" / INFO_FILE).is_file()
+    _assert_pair(dest, new)
+
+
+def test_an_export_whose_run_folder_is_gone_is_not_replaced(tiny_data, tmp_path):
+    from fastseg.config import FitConfig
+    from fastseg.train import fit
+
+    dest, old_run = _legacy_export(tmp_path)
+    shutil.rmtree(old_run)
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(dest),
+                    runs_dir=str(tmp_path / "runs"), name="r")
+    with pytest.raises(ConfigError) as e:
+        fit(cfg)
+    assert str(e.value) == (f"{dest}: holds the only copy of the model of run {old_run}; move it away or choose "
+                            "another --export")
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def _publish_many(pkl: Path, dest: Path, n: int) -> None:
+    from fastseg.publish import publish
+
+    for _ in range(n):
+        said = []
+        publish(pkl, dest, notify=said.append)
+        assert len(said) <= 1 and all(m.startswith(f"replaced {dest} and {bundle_path_for(dest)}/ (the model of run "
+                                                   f"{dest.parent.parent / 'runs'}/") for m in said)
+
+
+# ---- fastseg export: never over its own source, and the right kind of destination ---------------------
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["m.pkl", "--format", "onnx", "--out", "m.pkl", "--force"], "m.pkl: is the model being exported (m.pkl)"),
+    (["m.pkl", "--format", "torchscript", "--out", "./link.pkl", "--force"],
+     "link.pkl: is the model being exported (m.pkl)"),
+    (["b", "--format", "onnx", "--out", "b/model.safetensors", "--force"],
+     "b/model.safetensors: is the model being exported (b)"),
+    (["b/fastseg.json", "--format", "safetensors", "--out", "b", "--force"], "b: is the model being exported (b/fastseg.json)"),
+    (["m.pkl", "--format", "onnx", "--out", "m.pt"], "m.pt: --format onnx needs a path ending in .onnx"),
+    (["m.pkl", "--format", "torchscript", "--out", "m.onnx"], "m.onnx: --format torchscript needs a path ending in .pt or .ts"),
+    (["m.pkl", "--format", "safetensors", "--out", "m.onnx"],
+     "m.onnx: --format safetensors writes a bundle folder, not a file; give a folder path"),
+])
+def test_export_refuses_its_source_and_wrong_suffixes(tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    Path("m.pkl").write_bytes(b"model")
+    os.symlink("m.pkl", "link.pkl")
+    Path("b").mkdir()
+    Path("b/fastseg.json").write_text("{}")
+    Path("b/model.safetensors").write_bytes(b"w")
+    before = {p: p.read_bytes() for p in (Path("m.pkl"), Path("b/fastseg.json"), Path("b/model.safetensors"))}
+    res = CliRunner().invoke(main, ["export", *args])
+    assert res.exit_code == 1
+    kinds = "onnx: a .onnx file, torchscript: a .pt or .ts file, safetensors: a folder"
+    tail = "; --out must be a new path" if "being exported" in expected else ""
+    assert res.output.strip() == f"Error: {expected}{tail} ({kinds})"
+    assert {p: p.read_bytes() for p in before} == before
+
+
+# ---- training runs (in-process) ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_second_fit_keeps_the_first_model_and_a_failed_finish_can_be_resumed(trained, tiny_data, tmp_path,
+                                                                            monkeypatch):
+    """The earlier model at --export stays until this run's copy replaces it (saying whose it was), its run
+    folder keeps its own copy; a disk-full copy after the last epoch leaves a run that --resume finishes."""
+    import fastseg.publish
+    from fastseg.config import FitConfig
+    from fastseg.train import fit, resume
+
+    dest = tmp_path / "exports" / "model.pkl"
+    _earlier_model(trained, dest)
+    earlier = sha256_file(trained.run / "model.pkl")
+    copy = fastseg.publish.atomic_dir
+
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(fastseg.publish, "atomic_dir", full_disk)
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(dest),
+                    runs_dir=str(tmp_path / "runs"), name="second")
+    run = tmp_path / "runs" / "second"
+    with pytest.raises(TrainingError) as e:
+        fit(cfg)
+    assert str(e.value) == (f"{run}: cannot finish the run (No space left on device: {bundle_path_for(dest)}); its "
+                            f"training is saved (1 epoch), so once that is fixed: fastseg fit --resume {run}")
+    assert (run / "metrics.json").is_file() and not (run / "finished.json").exists()
+    monkeypatch.setattr(fastseg.publish, "atomic_dir", copy)
+    said = []
+    result = resume(run, notify=said.append)
+    assert f"{run}: every epoch is trained; finishing the run (export, metrics.json, plots)" in said
+    assert (f"replaced {dest} and {bundle_path_for(dest)}/ (the model of run {trained.run}; the last export there was "
+            "interrupted)") in said
+    assert [row["epoch"] for row in result.history] == [0] and (run / "finished.json").is_file()
+    assert result.model == run / "model.pkl" and result.export == dest
+    _assert_pair(dest, run / "model.pkl")
+    assert sha256_file(trained.run / "model.pkl") == earlier  # the first model is still there
+    with pytest.raises(TrainingError, match="this run already finished"):
+        resume(run)
+
+
+def _legacy_checkpoint(run: Path) -> None:
+    """Rewrite last.pth/best.pth as fastseg wrote them before RunState: numpy confusion matrices, numpy
+    scalars in the optimiser, no version; best.pth a bare state dict."""
+    state = torch.load(run / "last.pth", weights_only=True)
+    opt = state["opt"]
+    for group in opt["param_groups"]:
+        group["lr"] = np.float64(group["lr"])
+    old = {"model": state["model"], "opt": opt, "epoch": state["epoch"], "best": state["best"],
+           "best_epoch": state["best_epoch"], "wait": 0, "lr": state["lr"], "lr_source": state["lr_source"],
+           "total_epochs": state["total_epochs"], "cms": [cm.numpy() for cm in state["cms"]]}
+    torch.save(old, run / "last.pth")
+    torch.save(torch.load(run / "best.pth", weights_only=True)["model"], run / "best.pth")
+    with pytest.raises(Exception):
+        torch.load(run / "last.pth", weights_only=True)  # numpy inside: plain weights_only refuses it
+
+
+@pytest.mark.slow
+def test_ctrl_c_changed_data_old_checkpoint_and_full_disk_all_resume(tiny_data, tmp_path, monkeypatch):
+    from fastai.callback.core import Callback
+
+    import fastseg.callbacks
+    import fastseg.train
+    from fastseg.train import resume
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    run = tmp_path / "runs" / "r"
+
+    class CtrlC(Callback):
+        def after_batch(self):
+            if self.epoch == 1:
+                raise KeyboardInterrupt
+
+    cbs = fastseg.train.training_cbs
+    monkeypatch.setattr(fastseg.train, "training_cbs", lambda cfg: [*cbs(cfg), CtrlC()])
+    res = CliRunner().invoke(main, ["fit", "--data", str(data), *TINY_FIT, "--runs-dir", str(tmp_path / "runs"),
+                                    "--name", "r", "--export", str(tmp_path / "m.pkl")])
+    assert res.exit_code == 130
+    assert res.output.strip().splitlines()[-1] == (f"Error: interrupted after epoch 1 of 3 was saved in {run}; "
+                                                   f"continue with: fastseg fit --resume {run}")
+    monkeypatch.setattr(fastseg.train, "training_cbs", cbs)
+
+    moved = [data / "images" / "shapes_000.jpg", data / "masks" / "shapes_000.png"]
+    for f in moved:
+        f.rename(tmp_path / f.name)
+    with pytest.raises(TrainingError) as e:
+        resume(run)
+    assert str(e.value) == (f"{run}: the images or masks in {data} changed (then 8 train / 2 valid images, now 7 / 2, "
+                            "or other files); restore the run's data, or start a new run")
+    for f in moved:
+        (tmp_path / f.name).rename(f)
+    (data / "codes.txt").write_text("background\ndisc\nsquare\ntriangle\nstar\n")
+    with pytest.raises(TrainingError) as e:
+        resume(run)
+    assert str(e.value) == (f"{run}: the data's classes changed since the run started (then background, disc, square, "
+                            "triangle; now background, disc, square, triangle, star); resume only on the run's own "
+                            "data, or start a new run")
+    shutil.copyfile(tiny_data / "codes.txt", data / "codes.txt")
+
+    _legacy_checkpoint(run)
+    save = fastseg.callbacks.save_epoch
+
+    def full_disk(folder, state, best=None):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fastseg.callbacks, "save_epoch", full_disk)
+    with pytest.raises(TrainingError) as e:
+        resume(run)
+    assert str(e.value) == (f"{run}: cannot write the checkpoint of epoch 2 (No space left on device); the run can be "
+                            f"resumed after epoch 1, its last good checkpoint: fastseg fit --resume {run} once there "
+                            "is room")
+    monkeypatch.setattr(fastseg.callbacks, "save_epoch", save)
+    result = resume(run)  # still the old-format checkpoint: epoch 1 saved
+    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    assert (run / "finished.json").is_file() and torch.load(run / "last.pth", weights_only=True)["epoch"] == 3
+
+
+# ---- SIGKILL at exact points (a driver subprocess blocks there) ----------------------------------------
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_write_then_resume_finishes_the_same_run(trained, tiny_data, tmp_path):
+    """Killed inside each checkpoint write and between the halves of each export (the fit, then a resume
+    per point, each killed there), the run still resumes to the same kind of result: each epoch once, a best
+    checkpoint that metrics.json and the exported model describe, its model in the run folder and at --export
+    as one pair; the model that was at --export before is still in its run folder."""
+    from fastseg.bundle import read_bundle
+    from fastseg.runs import BEST_NEXT, load_best, load_run_state
+    from fastseg.train import resume
+
+    dest = tmp_path / "exports" / "model.pkl"
+    _earlier_model(trained, dest)
+    earlier = sha256_file(trained.run / "model.pkl")
+    run = tmp_path / "runs" / "k"
+    fit = ["--data", str(tiny_data), "--epochs", "2", "--lr", "1e-3", "--bs", "4", "--weights", "none", "--runs-dir", str(run.parent), "--name", "k",
+           "--export", str(dest)]
+    resume_run = ["--resume", str(run)]
+    kill_at("in-best-write", fit, tmp_path)  # epoch 2's best.pth half-written
+    assert load_run_state(run).epoch == 1 and not (run / BEST_NEXT).exists()
+    kill_at("in-last-write", resume_run, tmp_path)  # its new best written, last.pth half-written
+    assert load_run_state(run).epoch == 1 and (run / BEST_NEXT).is_file()
+    kill_at("before-promote", resume_run, tmp_path)  # last.pth written, best not yet in place
+    assert load_run_state(run).epoch == 2 and (run / BEST_NEXT).is_file()
+    kill_at("export-run", resume_run, tmp_path)  # the run's model.pkl written, not its bundle
+    assert (run / "model.pkl").is_file() and not (run / "model").exists()
+    assert sha256_file(dest) == sha256_file(trained.export)
+    kill_at("export-copy", resume_run, tmp_path)  # the --export .pkl copied, not its bundle
+    assert sha256_file(dest) == sha256_file(run / "model.pkl") and not (run / "finished.json").exists()
+
+    said = []
+    result = resume(run, notify=said.append)
+    assert [row["epoch"] for row in result.history] == [0, 1] and (run / "finished.json").is_file()
+    assert (f"replaced {dest} and {bundle_path_for(dest)}/ (the model of run {trained.run}; the last export there was "
+            "interrupted)") in said
+    metrics = json.loads((run / "metrics.json").read_text())
+    epoch, weights = load_best(run)
+    assert epoch == metrics["best"]["epoch"] == result.best_epoch
+    model, info = read_bundle(bundle_path_for(dest))
+    assert info["best_epoch"] == epoch and info["run"] == str(run)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    _assert_pair(dest, run / "model.pkl")
+    assert sha256_file(trained.run / "model.pkl") == earlier
+    assert not list(run.glob(".*.tmp")) and not list(dest.parent.glob(".*.tmp"))
+
+
+def test_resume_from_another_folder_takes_relative_paths_from_where_the_run_started(tmp_path, monkeypatch):
+    """config.json of earlier versions held paths relative to the folder fit ran in; new ones are absolute."""
+    from fastseg.runs import read_run_config
+
+    run = tmp_path / "proj" / "out" / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": "data", "export": "exports/m.pkl", "runs_dir": "out/runs"}))
+    monkeypatch.chdir(tmp_path)
+    said = []
+    cfg = read_run_config(Path("proj/out/runs/r"), notify=said.append)
+    proj = tmp_path / "proj"
+    assert (cfg.data, cfg.export, cfg.runs_dir) == (str(proj / "data"), str(proj / "exports" / "m.pkl"),
+                                                    str(proj / "out" / "runs"))
+    assert said == [f"{Path('proj/out/runs/r/config.json')}: relative paths taken from {proj}, where the run was started"]
+
+
+def test_resume_takes_another_export_destination(tmp_path):
+    """A finish that cannot write its --export can be pointed elsewhere; other options stay refused."""
+    res = CliRunner().invoke(main, ["fit", "--resume", str(tmp_path), "--export", str(tmp_path / "elsewhere.pkl")])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: {tmp_path}: not a run folder (no config.json; pass a folder under runs/)"
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_patience_resumes_to_its_finish_not_to_more_epochs(tiny_data, tmp_path, monkeypatch):
+    import fastseg.callbacks
+    import fastseg.train
+    from fastseg.config import FitConfig
+    from fastseg.train import fit, resume
+
+    init = fastseg.callbacks.Patience.__init__
+
+    def never_improves(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.comp = lambda value, best: False
+
+    monkeypatch.setattr(fastseg.callbacks.Patience, "__init__", never_improves)
+    monkeypatch.setattr(fastseg.train, "_write_outputs", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    cfg = FitConfig(data=str(tiny_data), epochs=3, lr=1e-3, bs=4, weights="none", patience=1,
+                    export=str(tmp_path / "m.pkl"), runs_dir=str(tmp_path / "runs"), name="p")
+    run = tmp_path / "runs" / "p"
+    with pytest.raises(TrainingError) as e:
+        fit(cfg)
+    assert str(e.value) == (f"interrupted while finishing {run} (its training is saved: 1 epoch); finish it with: "
+                            f"fastseg fit --resume {run}")
+    monkeypatch.undo()
+    said = []
+    result = resume(run, notify=said.append)
+    assert f"{run}: every epoch is trained; finishing the run (export, metrics.json, plots)" in said
+    assert [row["epoch"] for row in result.history] == [0] and result.stopped_early
+    assert json.loads((run / "metrics.json").read_text())["stopped_early"] is True
