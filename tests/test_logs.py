@@ -76,7 +76,7 @@ def test_fit_summary_gives_the_whole_image_score_when_it_differs_from_the_crops(
     scores = {"miou": 0.70, "dice": 0.80, "pixel_accuracy": 0.9, "per_class": {"a": {"iou": 0.7}}}
     outputs = SimpleNamespace(scores={**scores, "miou": 0.65, "dice": 0.75}, report=tmp_path / "report.html")
     result = SimpleNamespace(metrics=scores, outputs=outputs, best_epoch=3, stopped_early=False,
-                             export=tmp_path / "m.pkl", run=tmp_path)
+                             export=tmp_path / "m.pkl", run=tmp_path, model=tmp_path / "model.pkl")
     _echo_fit_summary(result)
     out = capsys.readouterr().out
     assert "valid mIoU 0.7000  Dice 0.8000" in out
