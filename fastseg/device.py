@@ -21,6 +21,7 @@ from .errors import ConfigError
 __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
     "probe_step", "auto_batch_size", "fast_adamw", "tune_learner", "training_device",
+    "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "precision_callbacks", "apply_precision", "resolve_precision",
 ]
 
 CACHE_RAM_SHARE = 0.25  # "auto" caches when the decoded set needs at most this share of free RAM
@@ -213,3 +214,146 @@ def tune_learner(learn, compile: bool = False, channels_last: bool | None = None
         learn.add_cb(CompileModel())
         done["compile"] = True
     return done
+
+
+# --------------------------------------------------------------------------- training precision
+
+BF16_MIN_GAIN = 1.10  # auto takes CPU bf16 only when a step is >= 10% faster: below that, timing noise and rounding
+PRECISION_PROBE_ROUNDS = 2  # timed steps per precision (after one warm-up each), interleaved; the fastest counts
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 natively: the GPU's own answer, or AVX512-BF16 / AMX on CPU
+    (elsewhere torch emulates bf16 on CPU, slower than fp32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: let the timing decide
+        return True
+
+
+def decide_precision(requested: str, device_type: str, bf16_native: bool,
+                     times: dict[str, float] | None = None) -> tuple[str, str, dict[str, float] | None]:
+    """(precision, reason, times): the training precision for ``requested`` on ``device_type``.
+
+    ``auto``: on CUDA bf16 where the GPU has it, else fp16 with the gradient scaler; on CPU bf16 only
+    when ``times`` (seconds per training step, ``{"fp32": s, "bf16": s}``, measured here by
+    ``time_precisions``) show it at least ``BF16_MIN_GAIN`` x faster, else fp32. Pure: no measuring."""
+    from .config import PRECISION_CHOICES
+
+    if requested not in PRECISION_CHOICES:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {requested!r}")
+    cuda = device_type == "cuda"
+    if requested == "fp16" and not cuda:
+        raise ConfigError("precision fp16 needs a CUDA GPU; on CPU choose auto, bf16 or fp32")
+    if requested == "bf16" and cuda and not bf16_native:
+        raise ConfigError("this GPU has no bfloat16; choose --precision fp16 (with loss scaling) or fp32")
+    if requested != "auto":
+        slow = requested == "bf16" and not bf16_native
+        return requested, "requested" + (" (this CPU has no native bfloat16: expect it slower than fp32)"
+                                         if slow else ""), times
+    if cuda:
+        return ("bf16", "auto: the GPU supports bfloat16", times) if bf16_native else \
+            ("fp16", "auto: the GPU has no bfloat16; fp16 with loss scaling", times)
+    if not bf16_native:
+        return "fp32", "auto: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where bf16 runs slower", times
+    if not times or "fp32" not in times or "bf16" not in times:
+        raise ValueError("decide_precision: auto on a bf16-capable CPU needs the measured step times")
+    gain = times["fp32"] / times["bf16"]
+    said = f"a training step took {times['bf16']:.3f} s in bf16, {times['fp32']:.3f} s in fp32 here ({gain:.2f}x)"
+    if gain >= BF16_MIN_GAIN:
+        return "bf16", f"auto: {said}", times
+    return "fp32", f"auto: {said}; bf16 must be >= {BF16_MIN_GAIN:g}x faster", times
+
+
+def _timed_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:
+    import time
+
+    t = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    torch.nn.functional.cross_entropy(out.float(), y).backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - t
+
+
+def time_precisions(model: torch.nn.Module, bs: int, size: int, n_classes: int,
+                    rounds: int = PRECISION_PROBE_ROUNDS) -> dict[str, float]:
+    """Seconds per CPU training step (forward, fp32 loss, backward) at ``bs`` x ``size``^2, in fp32 and in
+    bf16 autocast: one warm-up each, then ``rounds`` interleaved, the fastest kept (other load only slows
+    a step down). Runs on a copy, with its own random generator, so training is untouched."""
+    import copy
+
+    probe = copy.deepcopy(plain_model(model)).cpu().train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(bs, 3, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(n_classes, (bs, size, size), generator=gen)
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    for i in range(rounds + 1):
+        for name in best:
+            t = _timed_step(probe, x, y, name == "bf16")
+            if i:  # round 0 is the warm-up (kernel selection, allocator)
+                best[name] = min(best[name], t)
+    return best
+
+
+class CpuBf16(Callback):
+    """bfloat16 autocast around the forward pass on CPU (fastai's ``MixedPrecision`` autocasts CUDA only).
+    The logits go back to float32 before the loss and metrics; weights, gradients and the optimiser stay
+    float32, so no loss scaling is needed. Top-level (it may be pickled)."""
+
+    order = 10  # MixedPrecision's place: before the loss and metric callbacks read ``pred``
+
+    def __init__(self):
+        self._ctx = None
+
+    def before_batch(self):
+        self._ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+        self._ctx.__enter__()
+
+    def _exit(self):
+        if self._ctx is not None:
+            self._ctx, ctx = None, self._ctx
+            ctx.__exit__(None, None, None)
+
+    def after_pred(self):
+        self._exit()
+        from fastai.torch_core import to_float
+
+        self.learn.pred = to_float(self.pred)
+
+    def after_batch(self):
+        self._exit()  # a batch cancelled inside the forward pass must not leave autocast on
+
+    after_cancel_batch = after_fit = after_batch
+
+
+def precision_callbacks(learn) -> list:
+    """The learner's mixed-precision callbacks (ours and fastai's), e.g. to leave them out of an export."""
+    from fastai.callback.fp16 import MixedPrecision
+
+    return [cb for cb in learn.cbs if isinstance(cb, (CpuBf16, MixedPrecision))]
+
+
+def apply_precision(learn, precision: str) -> None:
+    """Train ``learn`` in ``precision`` (as decided by ``decide_precision``)."""
+    from fastai.callback.fp16 import AMPMode, MixedPrecision
+
+    if precision == "fp32":
+        return
+    cuda = getattr(learn.dls.device, "type", "cpu") == "cuda"
+    if precision == "bf16":
+        learn.add_cb(MixedPrecision(amp_mode=AMPMode.BF16) if cuda else CpuBf16())
+    else:
+        learn.add_cb(MixedPrecision(amp_mode=AMPMode.FP16))
+
+
+def resolve_precision(requested: str, model: torch.nn.Module, bs: int, size: int, n_classes: int,
+                      device: torch.device) -> tuple[str, str, dict[str, float] | None]:
+    """``decide_precision`` for this machine, timing a CPU step only where the choice depends on it."""
+    native = bf16_supported(device)
+    times = None
+    if requested == "auto" and device.type == "cpu" and native:
+        times = time_precisions(model, bs, size, n_classes)
+    return decide_precision(requested, device.type, native, times)

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from .backends import OnnxBackend, TorchBackend, choose_backend, onnx_session
+from .backends import (ModelSource, OnnxBackend, OpenVinoBackend, TorchBackend, choose_backend, onnx_file_backend,
+                       onnx_session)
 from .config import PredictConfig
 from .data import IMAGE_EXTS
 from .device import resolve_num_workers
@@ -133,13 +134,13 @@ class Predictor:
             if self.model is None:
                 raise ModelError("a Predictor needs a torch model or a backend")
             self.backend = TorchBackend(self.model, self.device)
-        elif isinstance(self.backend, OnnxBackend):
+        elif isinstance(self.backend, (OnnxBackend, OpenVinoBackend)):
             self.device = torch.device("cpu")
         self.mean = torch.as_tensor(self.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.as_tensor(self.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
-    def from_learner(cls, learn, backend: str = "torch") -> "Predictor":
+    def from_learner(cls, learn, backend: str = "torch", origin: Path | None = None) -> "Predictor":
         from fastai.data.transforms import Normalize
 
         norm = next((t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)), None)
@@ -148,12 +149,20 @@ class Predictor:
         info = getattr(learn, "fastseg_info", None)
         meta = dict(info.meta) if info is not None else {}
         codes = list(meta.get("codes") or learn.dls.vocab)
-        return cls._with_backend(learn.model, codes, norm.mean.flatten()[:3].cpu(), norm.std.flatten()[:3].cpu(), meta, backend)
+        return cls._with_backend(learn.model, codes, norm.mean.flatten()[:3].cpu(), norm.std.flatten()[:3].cpu(), meta, backend,
+                                 origin)
 
     @classmethod
-    def _with_backend(cls, model, codes, mean, std, meta, backend: str) -> "Predictor":
+    def _with_backend(cls, model, codes, mean, std, meta, backend: str, origin: Path | None = None) -> "Predictor":
+        """``origin``: the model's file or folder, beside which an int8 export may be (``fastseg.quantize``)."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        runner, note = choose_backend(model, device, backend)
+        source = ModelSource(model=model)
+        if origin is not None and backend in ("auto", "onnx-int8"):
+            from .quantize import int8_beside
+
+            source.int8_file, source.int8_agreement = int8_beside(origin, model)
+        runner, note = choose_backend(source, device, backend, agreement=(meta.get("agreement") or {}).get("backends"),
+                                      probe_side=meta.get("size"))
         return cls(model=model, codes=codes, mean=mean, std=std, meta=meta, device=device, backend=runner, backend_note=note)
 
     def info(self) -> dict:
@@ -256,7 +265,7 @@ def load(path: str | os.PathLike, backend: str = "auto") -> Predictor:
         raise ModelError(f"{path}: model file not found")
     if is_bundle(path):
         model, info = read_bundle(path)
-        return Predictor._with_backend(model, info["codes"], info["mean"], info["std"], info, backend)
+        return Predictor._with_backend(model, info["codes"], info["mean"], info["std"], info, backend, origin=path)
     if path.is_dir():
         raise ModelError(f"{path}: folder without fastseg.json (expected {MODEL_KINDS})")
     suffix = path.suffix.lower()
@@ -276,7 +285,7 @@ def _load_pkl(path: Path, backend: str) -> Predictor:
             learn = load_learner(path, cpu=not torch.cuda.is_available())
     except Exception as e:
         raise ModelError(f"{path}: not a readable fastai export ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    return Predictor.from_learner(learn, backend=backend)
+    return Predictor.from_learner(learn, backend=backend, origin=path)
 
 
 def _info_from(text: str | None, path: Path) -> dict:
@@ -294,12 +303,14 @@ def _info_from(text: str | None, path: Path) -> dict:
 
 
 def _load_onnx(path: Path, backend: str) -> Predictor:
-    if backend == "torch":
-        raise ConfigError(f"{path}: an .onnx model runs in onnxruntime only (use backend auto or onnx)")
+    if backend in ("torch", "torch-bf16"):
+        raise ConfigError(f"{path}: an .onnx model runs in onnxruntime or OpenVINO only (use backend auto, onnx, "
+                          "onnx-int8 or openvino)")
     session = onnx_session(str(path), source=str(path))
     info = _info_from(session.get_modelmeta().custom_metadata_map.get("fastseg"), path)
+    runner, note = onnx_file_backend(str(path), session, info, backend)
     return Predictor(model=None, codes=info["codes"], mean=info["mean"], std=info["std"], meta=info,
-                     backend=OnnxBackend(session), backend_note="onnxruntime")
+                     backend=runner, backend_note=note)
 
 
 def _load_torchscript(path: Path, backend: str) -> Predictor:

@@ -28,7 +28,7 @@ from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_proce
 from .distributed import setup as distributed_setup
 from .errors import TrainingError
 from .io import atomic_write_bytes
-from .device import tune_learner
+from .device import apply_precision, resolve_precision, training_device, tune_learner
 from .loaders import auto_size, dataloaders_for, train_crops_like
 from .losses import make_loss
 from .metrics import MeanDice, MeanIoU
@@ -106,15 +106,28 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
                                                                 "source": winfo.source},
         "input": "crop" if spec.min_side >= size else "resize",
         "split": {"valid_pct": cfg.valid_pct, "seed": cfg.seed},  # lets `fastseg evaluate` rebuild the same split
+        "data": str(Path(cfg.data).absolute()),  # where `fastseg export --int8` finds calibration images
     }
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fastseg-"))
     learn = Learner(dls, model, loss_func=make_loss(cfg.loss, spec.n_classes, cfg.class_weights),
                     metrics=[MeanIoU(spec.n_classes), MeanDice(spec.n_classes)], splitter=seg_splitter,
                     path=workdir, model_dir=".", cbs=[FastsegInfo(meta)])
     tune_learner(learn, compile=cfg.compile)  # fast optimiser; cudnn autotune, channels_last on CUDA
-    if cfg.fp16 and torch.cuda.is_available():
-        learn.to_fp16()  # mixed precision: ~2x throughput on tensor cores, same accuracy
+    set_precision(learn, cfg, size, spec.n_classes, notify)
     return learn, spec, winfo
+
+
+def set_precision(learn: Learner, cfg: FitConfig, size: int, n_classes: int, notify: Notify = silent) -> str:
+    """Decide the training precision (``--precision``; auto times a CPU step, on rank 0 alone under DDP),
+    add its callback, record it in the model's meta and say what ``auto`` chose."""
+    device = learn.dls.device or training_device()
+    precision, why, _ = run_on_main(resolve_precision, cfg.precision, learn.model, learn.dls.train.bs, size,
+                                    n_classes, torch.device(device))
+    apply_precision(learn, precision)
+    learn.fastseg_info.meta["precision"] = {"train": precision, "reason": why}
+    if cfg.precision == "auto":
+        notify(f"precision {precision} ({why}; --precision fp32|bf16|fp16 to choose)")
+    return precision
 
 
 def run_lr_find(learn: Learner, num_it: int) -> LRFindResult:
@@ -346,6 +359,7 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
     """Load the best epoch's weights, export them (+ safe bundle), write metrics.json and the plots (rank 0)."""
     from fastai.learner import load_model
 
+    from .agreement import record_agreement
     from .export import export_bundle_beside, export_learner
 
     from .metrics import scores_from_confusion
@@ -367,6 +381,7 @@ def _finish(learn, spec, cfg, run, lr, how, winfo, found, last, best, patience, 
         return FitResult(export=Path(cfg.export).absolute(), lr=lr, lr_source=how, weights=winfo, metrics=best_scores,
                          history=history, lr_find=found, run=run, best_epoch=best_epoch, stopped_early=stopped,
                          bs=learn.dls.train.bs, aug=getattr(learn.dls, "fastseg_aug", None), progressive=progressive)
+    record_agreement(learn, [s.image for s in spec.valid])  # for predict's auto backend (fastseg.agreement)
     path = export_learner(learn, cfg.export)
     export_bundle_beside(learn, path)  # the safe, pickle-free twin: exports/model.pkl -> exports/model/
     write_json(run / "metrics.json", {
