@@ -282,7 +282,7 @@ def time_precisions(model: torch.nn.Module, bs: int, size: int, n_classes: int,
                     rounds: int = PRECISION_PROBE_ROUNDS) -> dict[str, float]:
     """Seconds per CPU training step (forward, fp32 loss, backward) at ``bs`` x ``size``^2, in fp32 and in
     bf16 autocast: one warm-up each, then ``rounds`` interleaved, the fastest kept (other load only slows
-    a step down). Runs on a copy, with its own random generator, so training is untouched."""
+    a step down). Runs on a copy, its dropout on a forked random stream, so training is untouched."""
     import copy
 
     probe = copy.deepcopy(plain_model(model)).cpu().train()
@@ -290,11 +290,12 @@ def time_precisions(model: torch.nn.Module, bs: int, size: int, n_classes: int,
     x = torch.randn(bs, 3, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
     y = torch.randint(n_classes, (bs, size, size), generator=gen)
     best = {"fp32": float("inf"), "bf16": float("inf")}
-    for i in range(rounds + 1):
-        for name in best:
-            t = _timed_step(probe, x, y, name == "bf16")
-            if i:  # round 0 is the warm-up (kernel selection, allocator)
-                best[name] = min(best[name], t)
+    with torch.random.fork_rng(devices=[]):
+        for i in range(rounds + 1):
+            for name in best:
+                t = _timed_step(probe, x, y, name == "bf16")
+                if i:  # round 0 is the warm-up (kernel selection, allocator)
+                    best[name] = min(best[name], t)
     return best
 
 

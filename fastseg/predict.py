@@ -189,9 +189,11 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray, cfg: PredictConfig) -> torch.Tensor:
-        """N x H x W x 3 uint8 -> N x C x H x W class probabilities at the input size."""
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - self.mean) / self.std
+        """N x H x W x 3 uint8 -> N x C x H x W class probabilities at the input size; the logits instead
+        when only the argmax is asked for (softmax cannot change it; it cost ~4% of an ONNX Runtime batch)."""
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
+        # (x / 255 - mean) / std as one scale and one shift in place: one allocation, not three
+        x = x.to(torch.float32, memory_format=torch.contiguous_format).mul_(1 / (255 * self.std)).sub_(self.mean / self.std)
         h, w = x.shape[-2:]
         if self.meta.get("input") == "resize":  # trained on images resized to `size`: predict at that scale
             s = int(self.meta["size"])
@@ -199,8 +201,10 @@ class Predictor:
             p = self._probs(x, cfg.tta)
         elif cfg.tile is not None:
             p = tiled_probs(partial(self._probs, tta=cfg.tta), x, cfg.tile, cfg.overlap, cfg.bs)
-        else:
+        elif cfg.probs or cfg.tta:
             p = self._probs(x, cfg.tta)
+        else:
+            p = self._logits(x)
         if p.shape[-2:] != (h, w):
             p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
         return p
