@@ -193,7 +193,8 @@ class Predictor:
         when only the argmax is asked for (softmax cannot change it; it cost ~4% of an ONNX Runtime batch)."""
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
         # (x / 255 - mean) / std as one scale and one shift in place: one allocation, not three
-        x = x.to(torch.float32, memory_format=torch.contiguous_format).mul_(1 / (255 * self.std)).sub_(self.mean / self.std)
+        x = x.to(torch.float32, memory_format=torch.contiguous_format)
+        x = x.mul_(1 / (255 * self.std)).sub_(self.mean / self.std)
         h, w = x.shape[-2:]
         if self.meta.get("input") == "resize":  # trained on images resized to `size`: predict at that scale
             s = int(self.meta["size"])

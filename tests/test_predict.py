@@ -184,7 +184,7 @@ def test_folder_that_is_not_a_model(tmp_path):
 @pytest.mark.parametrize("opts, msg", [
     ({"tile": 100}, "tile must be a multiple of 32"),
     ({"overlap": 1.0}, "overlap must be in [0, 1)"),
-    ({"backend": "tensorrt"}, "unknown backend 'tensorrt'; valid choices: auto, torch, onnx"),
+    ({"backend": "tensorrt"}, "unknown backend 'tensorrt'; valid choices: auto, torch, torch-bf16, onnx, onnx-int8, openvino"),
 ])
 def test_predict_config_validation(opts, msg):
     with pytest.raises(ConfigError) as e:
@@ -208,7 +208,8 @@ def test_cli_bad_tile_is_one_line_error(tmp_path):
     assert res.exit_code == 1
     assert res.output.strip() == "Error: tile must be a multiple of 32 (the Unet downsamples 5 times), got 100"
     res = CliRunner().invoke(main, ["predict", str(tmp_path / "m.pkl"), str(tmp_path), "--backend", "tensorrt"])
-    assert res.exit_code == 2 and "'tensorrt' is not one of 'auto', 'torch', 'onnx'" in res.output
+    assert res.exit_code == 2
+    assert "'tensorrt' is not one of 'auto', 'torch', 'torch-bf16', 'onnx', 'onnx-int8', 'openvino'" in res.output
 
 
 def test_predict_workers_auto_resolves_like_fit(monkeypatch, torch_predictor, tiny_data):
