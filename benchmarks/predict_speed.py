@@ -7,9 +7,10 @@ calibrated int8 ONNX (``fastseg export --format onnx --int8``). Then each backen
 predict``'s whole path (decode, normalise, model, argmax, PNG writes) over ``--n`` 512x512 ISBI slices
 (as RGB), batch 8: torch fp32 eager, torch bf16 (channels_last + autocast), ONNX Runtime fp32 (the
 default backend before auto chose among these), ONNX Runtime int8, OpenVINO (when installed) and
-``auto``. Every row runs once per round, interleaved, ``--rounds`` times; medians are reported, with
-each backend's pixel agreement with the torch fp32 masks on these images and its load time (model
-conversion, compilation, and for auto its probe). Bar: auto >= 1.8x ONNX Runtime fp32, >= 99.5% equal.
+``auto``, plus "main: onnx", ONNX Runtime fp32 through main's pre/post-processing before this change
+(today's default). Every row runs once per round, interleaved, ``--rounds`` times; medians are reported,
+with each backend's pixel agreement with the torch fp32 masks on these images and its load time (model
+conversion, compilation, and for auto its probe). Bar: auto >= 1.8x today's default, >= 99.5% equal.
 
     PYTHONPATH=. python benchmarks/predict_speed.py --quick      # sanity check: 8 images, 2 rounds
     PYTHONPATH=. python benchmarks/predict_speed.py              # 32 images, 3 rounds
@@ -62,10 +63,10 @@ def _rss() -> float:
     return 0.0
 
 
-def make_images(folder: Path, n: int, size: int) -> list[Path]:
-    """``n`` RGB images of size x size: ISBI slices (cycled, as RGB) when present, else noise."""
+def make_images(folder: Path, n: int, size: int, data: Path) -> list[Path]:
+    """``n`` RGB images of size x size: ``data``'s images (cycled, as RGB) when present, else noise."""
     folder.mkdir(parents=True)
-    srcs = sorted((ISBI / "images").glob("*.png")) if (ISBI / "images").is_dir() else []
+    srcs = sorted((data / "images").glob("*.png")) if (data / "images").is_dir() else []
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):
@@ -78,12 +79,11 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
     return out
 
 
-def train_model(work: Path, epochs: int, bs: int) -> Path:
+def train_model(work: Path, data: Path, epochs: int, bs: int) -> Path:
     """A briefly trained model (.pkl, bundle, fit-time agreement) and its int8 ONNX beside it."""
     from fastseg.config import FitConfig
     from fastseg.train import fit
 
-    data = ISBI if (ISBI / "images").is_dir() else ROOT / "data"
     cfg = FitConfig(data=str(data), weights="none", bs=bs, epochs=epochs, lr=3e-3, export=str(work / "model.pkl"),
                     runs_dir=str(work / "runs"), progressive="off")
     res = fit(cfg, notify=lambda m: print(f"  fit: {m}", flush=True))
@@ -99,6 +99,22 @@ def ensure_int8(pkl: Path, calib: str | None) -> None:
         return
     q = export_model(pkl, "onnx", int8=True, calib=calib).quantization
     print(f"  int8: {q['agreement']:.2%} of validation pixels as fp32; calibrated on {q['calibration']}", flush=True)
+
+
+def main_path(predictor):
+    """``predictor`` with main's pre/post-processing before this change (normalise out of place into a
+    channels_last-strided tensor, softmax before the argmax): the "today's default" baseline row."""
+    import dataclasses
+
+    from fastseg.predict import Predictor
+
+    class MainPredictor(Predictor):
+        def _forward(self, batch, cfg):
+            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+            return self._probs((x - self.mean) / self.std, cfg.tta)  # whole images: the benchmark's case
+
+    fields = {f.name: getattr(predictor, f.name) for f in dataclasses.fields(predictor)}
+    return MainPredictor(**{**fields, "mean": predictor.mean.flatten(), "std": predictor.std.flatten()})
 
 
 def backends_to_run() -> list[str]:
@@ -120,6 +136,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch/onnxruntime/openvino threads [0: torch's default]")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported [3]")
     ap.add_argument("--epochs", type=int, default=4, help="epochs of the quick fit [4]")
+    ap.add_argument("--data", help="data folder to train on and take images from [ISBI if present, else ./data]")
     ap.add_argument("--model", help="use this trained .pkl (its int8 ONNX is made beside it when missing)")
     ap.add_argument("--calib", help="calibration images for the int8 export [the model's training images]")
     ap.add_argument("--quick", action="store_true", help="8 images, 2 rounds, a 1-epoch fit")
@@ -137,8 +154,10 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="fastseg-bench-") as tmp:
         work = Path(tmp)
-        paths = make_images(work / "images", args.n, args.size)
-        pkl = Path(args.model) if args.model else train_model(work, args.epochs, args.bs)
+        data = Path(args.data) if args.data else ISBI if (ISBI / "images").is_dir() else ROOT / "data"
+        print(f"data: {data}", flush=True)
+        paths = make_images(work / "images", args.n, args.size, data)
+        pkl = Path(args.model) if args.model else train_model(work, data, args.epochs, args.bs)
         ensure_int8(pkl, args.calib)
         print(f"{args.n} images {args.size}x{args.size}, batch {args.bs}, {torch.get_num_threads()} threads, "
               f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
@@ -149,6 +168,8 @@ def main(argv=None) -> None:
             predictors[name] = load(pkl, backend=name)
             loaded[name] = time.perf_counter() - t
             predictors[name].predict(paths[: args.bs], bs=args.bs)  # warm-up: allocator, first-call costs
+        if "onnx" in predictors:
+            predictors["main: onnx"], loaded["main: onnx"] = main_path(predictors["onnx"]), loaded["onnx"]
         ref = predictors["torch"].predict(paths, bs=args.bs)
         agree = {name: float(np.mean([(a == b).mean() for a, b in zip(ref, p.predict(paths, bs=args.bs))]))
                  for name, p in predictors.items()}
@@ -167,6 +188,7 @@ def main(argv=None) -> None:
 
 
 def report(speeds: dict, agree: dict, loaded: dict, peaks: dict, auto_note: str) -> None:
+    """The one results table, then auto against ONNX Runtime fp32 through main's path and through today's."""
     base = "onnx" if "onnx" in speeds else "torch"
     per_round = {n: [a / b for a, b in zip(v, speeds[base])] for n, v in speeds.items()}
     print(f"\n| fastseg predict, backend | img/s (median) | x {base} (median of rounds) | pixels as torch fp32 | "
@@ -175,11 +197,12 @@ def report(speeds: dict, agree: dict, loaded: dict, peaks: dict, auto_note: str)
         print(f"| {name} | {statistics.median(v):.2f} | {statistics.median(per_round[name]):.2f} | "
               f"{agree[name]:.4%} | {loaded[name]:.1f} | {peaks[name]:.0f} |")
     print(f"\nauto chose: {auto_note}")
-    speed, same = statistics.median(per_round["auto"]), agree["auto"]
-    ok = speed >= BAR_SPEED and same >= BAR_AGREEMENT
-    print(f"auto / {base}: {speed:.2f}x per round " + ", ".join(f"{x:.2f}" for x in per_round["auto"])
-          + f"; {same:.3%} of pixels as fp32 (bar: >= {BAR_SPEED}x and >= {BAR_AGREEMENT:.1%}: "
-          + ("PASS" if ok else "FAIL") + ")")
+    for ref in [n for n in ("main: onnx", base) if n in speeds]:
+        per = [a / b for a, b in zip(speeds["auto"], speeds[ref])]
+        speed, same = statistics.median(per), agree["auto"]
+        verdict = "PASS" if speed >= BAR_SPEED and same >= BAR_AGREEMENT else "FAIL"
+        print(f"auto / {ref}: {speed:.2f}x (per round " + ", ".join(f"{x:.2f}" for x in per)
+              + f"); {same:.3%} of pixels as fp32 (bar >= {BAR_SPEED}x and >= {BAR_AGREEMENT:.1%}: {verdict})")
 
 
 if __name__ == "__main__":

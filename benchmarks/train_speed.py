@@ -1,9 +1,9 @@
 """Training speed, side by side in one process, on the same data, model, batch size, crop size and
-optimiser (AdamW):
+optimiser (AdamW) and loss (fastseg's default, ce+dice):
 
-(a) a naive plain PyTorch loop over pre-loaded tensors (fp32, contiguous, crops cut in Python);
-(c) a tuned plain PyTorch loop: the same tricks as fastseg (channels_last, bf16 autocast on CPU / AMP
-    on GPU, tensors pre-loaded on the device, crops as one tensor gather);
+(a) a naive plain PyTorch loop over pre-loaded host tensors (fp32, contiguous NCHW);
+(c) a tuned plain PyTorch loop: the same tricks as fastseg (channels_last, bf16 autocast on CPU with
+    depthwise convolutions in fp32 / AMP on GPU, tensors pre-loaded on the device, in-place normalisation);
 (b0) fastseg's fastai loop in fp32 (what main trained with on CPU before --precision);
 (b) fastseg's fastai loop with ``--precision auto`` (or ``--precision``), as ``fastseg fit`` runs it.
 
@@ -127,8 +127,8 @@ MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as fastseg normalises
 STD = (0.229, 0.224, 0.225)
 
 
-def plain_batch(xs, ys, size, bs, gen, device):
-    """(a): random crops cut one by one in Python, a random flip, normalised on the device."""
+def random_crops(xs, ys, size, bs, gen):
+    """``bs`` random crops of ``size`` (images and masks), flipped left-right together half the time."""
     n, _, h, w = xs.shape
     idx = torch.randint(n, (bs,), generator=gen)
     top = torch.randint(h - size + 1, (bs,), generator=gen)
@@ -137,34 +137,34 @@ def plain_batch(xs, ys, size, bs, gen, device):
     yb = torch.stack([ys[i, t:t + size, l:l + size] for i, t, l in zip(idx, top, left)])
     if torch.rand(1, generator=gen) < 0.5:
         xb, yb = xb.flip(-1), yb.flip(-1)
+    return xb, yb
+
+
+def plain_batch(xs, ys, size, bs, gen, device):
+    """(a): crops from host tensors, copied to the device, normalised out of place (contiguous NCHW)."""
+    xb, yb = random_crops(xs, ys, size, bs, gen)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
     return (xb.to(device, non_blocking=True).float() - mean) / std, yb.to(device, non_blocking=True).long()
 
 
 def tuned_batch(xs, ys, size, bs, gen, device):
-    """(c): the same crops and flip as one gather over tensors already on the device, normalised into
-    channels_last (``xs``/``ys`` live on ``device``)."""
-    n, _, h, w = xs.shape
-    idx = torch.randint(n, (bs,), generator=gen).to(device)
-    top = torch.randint(h - size + 1, (bs,), generator=gen).to(device)
-    left = torch.randint(w - size + 1, (bs,), generator=gen).to(device)
-    ar = torch.arange(size, device=device)
-    rows, cols = (top[:, None] + ar)[:, None, :, None], (left[:, None] + ar)[:, None, None, :]
-    if torch.rand(1, generator=gen) < 0.5:
-        cols = cols.flip(-1)
-    xb = xs[idx[:, None, None, None], torch.arange(3, device=device)[None, :, None, None], rows, cols]
-    yb = ys[idx[:, None, None], rows[:, 0], cols[:, 0]]
-    scale = 1 / (255 * torch.tensor(STD, device=device).view(1, 3, 1, 1))
-    shift = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) / torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    xb = xb.to(torch.float32, memory_format=torch.channels_last).mul_(scale).sub_(shift)
+    """(c): crops from tensors already on the device, normalised in place straight into channels_last."""
+    xb, yb = random_crops(xs, ys, size, bs, gen)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    shift = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) / std
+    xb = xb.to(torch.float32, memory_format=torch.channels_last).mul_(1 / (255 * std)).sub_(shift)
     return xb, yb.long()
 
 
-def loop_round(model, opt, next_batch, steps, device, amp=None, scaler=None) -> Phases:
+def loop_round(model, opt, loss_fn, next_batch, steps, device, amp=None, scaler=None) -> Phases:
     """``steps`` + 1 training steps (the first is a warm-up): batch, forward (under ``amp`` autocast if
-    given), loss in fp32, backward (through ``scaler`` if given), AdamW."""
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    given, depthwise convolutions in fp32 on CPU as fastseg does), loss in fp32, backward (through
+    ``scaler`` if given), AdamW."""
+    from contextlib import nullcontext
+
+    from fastseg.device import Fp32GroupedConvs
+
     model.train()
     ph = Phases()
     for step in range(steps + 1):
@@ -172,7 +172,8 @@ def loop_round(model, opt, next_batch, steps, device, amp=None, scaler=None) -> 
         xb, yb = next_batch()
         _sync(device)
         t1 = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        grouped = Fp32GroupedConvs(model) if amp is not None and device.type == "cpu" else nullcontext()
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None), grouped:
             pred = model(xb)
         loss = loss_fn(pred.float(), yb)
         _sync(device)
@@ -338,6 +339,7 @@ def plain_runner(cfg, spec, device, steps, gen, tuned: bool, compile: bool):
     """(a) naive or (c) tuned plain PyTorch loop: same model, optimiser settings and crops as fastseg."""
     from functools import partial
 
+    from fastseg.losses import make_loss
     from fastseg.model import build_model
 
     xs, ys = load_tensors(spec)
@@ -352,7 +354,8 @@ def plain_runner(cfg, spec, device, steps, gen, tuned: bool, compile: bool):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01,
                             foreach=True)
     batch = partial(tuned_batch if tuned else plain_batch, xs, ys, cfg.size, cfg.bs, gen, device)
-    return lambda: (loop_round(model, opt, batch, steps, device, amp, scaler), 0.0)
+    loss_fn = make_loss(cfg.loss, spec.n_classes, cfg.class_weights)  # fastseg's loss: the same work per step
+    return lambda: (loop_round(model, opt, loss_fn, batch, steps, device, amp, scaler), 0.0)
 
 
 def main(argv=None):
@@ -381,9 +384,9 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(args.seed)
     amp = tuned_precision(device)[0]
     loops = {
-        "(a) plain PyTorch, naive (fp32, contiguous, crops in Python)":
+        "(a) plain PyTorch, naive (fp32, contiguous NCHW)":
             plain_runner(cfg, spec, device, steps, gen, tuned=False, compile=args.compile),
-        f"(c) plain PyTorch, tuned (channels_last, {str(amp).split('.')[-1]} autocast, tensor crops)":
+        f"(c) plain PyTorch, tuned (channels_last, {str(amp).split('.')[-1]} autocast, tensors pre-loaded)":
             plain_runner(cfg, spec, device, steps, gen, tuned=True, compile=args.compile),
         "(b0) fastseg fit, --precision fp32 (today's main on CPU)": run_b0,
         f"(b) fastseg fit, --precision {args.precision} -> {chosen['train']}": run_b,

@@ -9,6 +9,7 @@ makes into this module once the ``Learner`` exists.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -21,7 +22,8 @@ from .errors import ConfigError
 __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
     "probe_step", "auto_batch_size", "fast_adamw", "tune_learner", "training_device",
-    "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "precision_callbacks", "apply_precision", "resolve_precision",
+    "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "Fp32GroupedConvs", "precision_callbacks",
+    "apply_precision", "resolve_precision",
 ]
 
 CACHE_RAM_SHARE = 0.25  # "auto" caches when the decoded set needs at most this share of free RAM
@@ -267,11 +269,46 @@ def decide_precision(requested: str, device_type: str, bf16_native: bool,
     return "fp32", f"auto: {said}; bf16 must be >= {BF16_MIN_GAIN:g}x faster", times
 
 
+class Fp32GroupedConvs:
+    """While entered, grouped (depthwise) convolutions of ``model`` run in fp32 inside a CPU bf16 autocast
+    region; the rest stays bf16. oneDNN's bf16 depthwise backward is 3-8x slower than fp32 (2 cores,
+    8x144x64x64, 5x5: 98 vs 13 ms) while ordinary convolutions gain 1.3-1.9x; a Unet-b0 training step
+    gained 1.53x over fp32 with every conv in bf16, 1.67x with this (one core, 5 interleaved rounds).
+    Forward hooks, removed on exit: the model's structure and state_dict keys do not change."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self._handles: list = []
+        self._inside: list = []
+
+    def _enter(self, module, args):
+        ctx = torch.autocast("cpu", enabled=False)
+        ctx.__enter__()
+        self._inside.append(ctx)
+        return tuple(a.float() if torch.is_tensor(a) else a for a in args)
+
+    def _leave(self, module, args, out):
+        self._inside.pop().__exit__(None, None, None)
+
+    def __enter__(self):
+        for m in self.model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.groups > 1:
+                self._handles += [m.register_forward_pre_hook(self._enter),
+                                  m.register_forward_hook(self._leave, always_call=True)]
+        return self
+
+    def __exit__(self, *exc):
+        while self._handles:
+            self._handles.pop().remove()
+        while self._inside:
+            self._inside.pop().__exit__(None, None, None)
+
+
 def _timed_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:
     import time
 
     t = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), Fp32GroupedConvs(model) if bf16 else nullcontext():
         out = model(x)
     torch.nn.functional.cross_entropy(out.float(), y).backward()
     model.zero_grad(set_to_none=True)
@@ -300,14 +337,19 @@ def time_precisions(model: torch.nn.Module, bs: int, size: int, n_classes: int,
 
 
 class CpuBf16(Callback):
-    """bfloat16 autocast around the forward pass on CPU (fastai's ``MixedPrecision`` autocasts CUDA only).
-    The logits go back to float32 before the loss and metrics; weights, gradients and the optimiser stay
-    float32, so no loss scaling is needed. Top-level (it may be pickled)."""
+    """bfloat16 autocast around the forward pass on CPU (fastai's ``MixedPrecision`` autocasts CUDA only),
+    depthwise convolutions kept in fp32 (``Fp32GroupedConvs``). The logits go back to float32 before the
+    loss and metrics; weights, gradients and the optimiser stay float32, so no loss scaling is needed.
+    Top-level (it may be pickled)."""
 
     order = 10  # MixedPrecision's place: before the loss and metric callbacks read ``pred``
 
     def __init__(self):
         self._ctx = None
+        self._grouped = None
+
+    def before_fit(self):
+        self._grouped = Fp32GroupedConvs(self.learn.model).__enter__()
 
     def before_batch(self):
         self._ctx = torch.autocast("cpu", dtype=torch.bfloat16)
@@ -327,7 +369,13 @@ class CpuBf16(Callback):
     def after_batch(self):
         self._exit()  # a batch cancelled inside the forward pass must not leave autocast on
 
-    after_cancel_batch = after_fit = after_batch
+    after_cancel_batch = after_batch
+
+    def after_fit(self):
+        self._exit()
+        if self._grouped is not None:
+            self._grouped, grouped = None, self._grouped
+            grouped.__exit__(None, None, None)
 
 
 def precision_callbacks(learn) -> list:

@@ -161,8 +161,7 @@ class Predictor:
             from .quantize import int8_beside
 
             source.int8_file, source.int8_agreement = int8_beside(origin, model)
-        runner, note = choose_backend(source, device, backend, agreement=(meta.get("agreement") or {}).get("backends"),
-                                      probe_side=meta.get("size"))
+        runner, note = choose_backend(source, device, backend, agreement=(meta.get("agreement") or {}).get("backends"))
         return cls(model=model, codes=codes, mean=mean, std=std, meta=meta, device=device, backend=runner, backend_note=note)
 
     def info(self) -> dict:

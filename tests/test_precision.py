@@ -200,8 +200,18 @@ def test_auto_backend_picks_the_winner_of_the_probe_among_trusted_ones(monkeypat
     monkeypatch.setattr(B, "probe_seconds", fake_probe)
     model, _ = build_model("timm-efficientnet-b0", 2, "none")
     backend, note = choose_backend(ModelSource(model=model), torch.device("cpu"), "auto", agreement=shares, probe_side=64)
-    assert backend.name == expected and note.startswith(f"{expected} (auto: fastest on a probe here: ")
-    assert ("torch-bf16" in probed) == (shares.get("torch-bf16", 0) >= AGREEMENT_MIN)  # distrusted ones are not timed
+    raced = shares.get("torch-bf16", 0) >= AGREEMENT_MIN
+    assert backend.name == expected
+    assert note.startswith(f"{expected} (auto: fastest on a probe here: " if raced else
+                           f"{expected} (auto: the one backend here that matches fp32; not used: torch-bf16 (")
+    assert set(probed) == ({"torch", "torch-bf16"} if raced else set())  # a lone trusted backend is not timed
+
+
+def test_decide_backend_needs_times_only_to_race_trusted_backends():
+    assert decide_backend({"onnx": None, "torch-bf16": None}, {"onnx": 1.0, "torch-bf16": 0.9}) == \
+        ("onnx", "auto: the one backend here that matches fp32; not used: torch-bf16 (90.00% of pixels as fp32 < 99.5%)")
+    with pytest.raises(ValueError, match="needs the probe's times"):
+        decide_backend({"onnx": None, "openvino": None}, {"onnx": 1.0, "openvino": 0.999})
 
 
 def test_requested_backends_that_cannot_run_say_what_to_do():
