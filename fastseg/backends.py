@@ -35,8 +35,8 @@ ONNX_MISSING = "onnxruntime is not installed (pip install 'fastseg[onnx]')"
 OPENVINO_MISSING = "openvino is not installed (pip install 'fastseg[openvino]')"
 INT8_MISSING = "no int8 model beside this one (make it with `fastseg export MODEL --format onnx --int8`)"
 AGREEMENT_MIN = 0.995  # share of pixels whose class must equal fp32's: below it a faster backend changes results
-PROBE_SIDE = 512  # one probe image: a typical input side. A 2 x 256 px probe ranked right but compressed the
-# gaps (openvino/onnx 1.14x there, 1.76x on batches of 8 x 512 px), its activations fitting in cache as real batches' do not
+PROBE_SIDE = 512  # one probe image of a typical input side; 2 x 256 px probes fit in cache as real batches do not,
+# and compressed the gaps (openvino/onnx 1.14x there, 1.7x on batches of 8 x 512 px)
 PROBE_ROUNDS = 2  # timed calls per backend after one warm-up, interleaved; the fastest counts
 
 

@@ -58,7 +58,7 @@ class FitConfig:
     loss: str = "ce+dice"  # CE for calibrated pixels + Dice for thin/small classes that CE under-weights
     class_weights: tuple[float, ...] | None = None  # per-class CE/Dice weights in codes order; None: equal
     aug: str = "auto"  # auto: full recipe for runs of >= 1000 optimiser steps, none for shorter ones (they underfit)
-    precision: str = "auto"  # auto: bf16 where a timed step here is faster (CPU) or the GPU has it, else fp16 (GPU) / fp32 (CPU)
+    precision: str = "auto"  # auto: bf16 where a timed step is faster (CPU) / the GPU has it; else fp32 (CPU), fp16 (GPU)
     lr_find_size: int = 64  # LR-finder crop side: small crops make the finder cheap; the LR transfers to larger crops
     num_workers: int | str = "auto"  # auto: 0 on CPU with <= 4 cores (the model needs them), cores-1 (max 8) on CUDA
     cache: str = "auto"  # auto: keep decoded images in RAM when they need <= 25% of free RAM (decode once, not per epoch)

@@ -1,5 +1,5 @@
 """Device and speed settings for training: DataLoader workers, the in-RAM cache decision, ``--bs auto``,
-cudnn autotuning, channels_last, torch.compile and the optimiser implementation.
+cudnn autotuning, channels_last, torch.compile, the optimiser implementation and the training precision.
 
 Every choice here is a function of the machine (cores, RAM, device) and the config, returned to the
 caller (which reports it) rather than printed. ``tune_learner`` is the one call ``build_learner``
@@ -308,7 +308,8 @@ def _timed_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: 
     import time
 
     t = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), Fp32GroupedConvs(model) if bf16 else nullcontext():
+    grouped = Fp32GroupedConvs(model) if bf16 else nullcontext()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), grouped:
         out = model(x)
     torch.nn.functional.cross_entropy(out.float(), y).backward()
     model.zero_grad(set_to_none=True)

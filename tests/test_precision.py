@@ -109,8 +109,11 @@ def test_cpu_bf16_computes_the_forward_in_bf16_and_the_loss_in_fp32(tiny_data, t
     from fastseg.train import build_learner
 
     learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none", precision="bf16"), workdir=tmp_path)
-    seen = {"conv": set(), "pred": set(), "loss": set()}
+    seen = {"conv": set(), "depthwise": set(), "pred": set(), "loss": set()}
+    keys = list(learn.model.state_dict())
     learn.model.encoder.conv_stem.register_forward_hook(lambda m, i, out: seen["conv"].add(out.dtype))
+    depthwise = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1)
+    depthwise.register_forward_hook(lambda m, i, out: seen["depthwise"].add(out.dtype))
 
     class Spy(Callback):
         order = CpuBf16.order + 1
@@ -120,9 +123,13 @@ def test_cpu_bf16_computes_the_forward_in_bf16_and_the_loss_in_fp32(tiny_data, t
             seen["loss"].add(self.loss.dtype)
 
     learn.fit(1, 1e-3, cbs=[Spy()])
-    assert seen == {"conv": {torch.bfloat16}, "pred": {torch.float32}, "loss": {torch.float32}}
+    # depthwise convolutions stay fp32 (oneDNN's bf16 depthwise backward is the slow one)
+    assert seen == {"conv": {torch.bfloat16}, "depthwise": {torch.float32}, "pred": {torch.float32},
+                    "loss": {torch.float32}}
     assert all(p.dtype == torch.float32 for p in learn.model.parameters())  # master weights stay fp32
     assert not torch.is_autocast_enabled("cpu")  # nothing left switched on after fitting
+    assert not any(m._forward_pre_hooks for m in learn.model.modules())  # the fp32 depthwise hooks are gone
+    assert list(learn.model.state_dict()) == keys  # same structure: checkpoints and exports load as before
 
 
 @pytest.mark.slow
