@@ -80,7 +80,7 @@ def _calibration_arrays(predictor, images: list[Path]) -> list[np.ndarray]:
         if s < 32:
             continue
         top, left = (h - s) // 2, (w - s) // 2
-        x = torch.from_numpy(np.ascontiguousarray(img[top:top + s, left:left + s])).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(np.array(img[top:top + s, left:left + s])).permute(2, 0, 1)[None].float() / 255
         out.append(((x - predictor.mean.cpu()) / predictor.std.cpu()).numpy())
     if not out:
         raise ModelError("no calibration image is at least 32 px on each side")
@@ -94,6 +94,7 @@ def quantize_int8(onnx_fp32: bytes, predictor, images: list[Path]) -> bytes:
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise ModelError("int8 export needs onnxruntime (pip install 'fastseg[onnx]')") from None
+
     class Reader(CalibrationDataReader):
         def __init__(self, arrays: list[np.ndarray]):
             self._it = iter(arrays)
