@@ -259,8 +259,9 @@ class Predictor:
 def load(path: str | os.PathLike, backend: str = "auto") -> Predictor:
     """Load any fastseg model as a ``Predictor``: .pkl, bundle folder, .onnx or TorchScript .pt.
 
-    ``backend``: ``auto`` runs torch models in ONNX Runtime on CPU when it is installed (converted in
-    memory, same masks, about 2x faster), ``torch`` or ``onnx`` force one.
+    ``backend``: ``auto`` picks, on CPU, the fastest backend here whose masks match fp32 on >= 99.5% of
+    the model's validation pixels (``fastseg.backends.choose_backend``; an int8 export beside the model
+    counts too); any other ``BACKEND_CHOICES`` name forces one.
     """
     from .bundle import is_bundle, read_bundle
 
