@@ -1,14 +1,20 @@
-"""Prediction speed, side by side in one process on the same images: img/s and peak memory.
+"""Prediction speed of every inference backend, side by side in one process on the same images.
 
-Rows: raw batched ``model(x)`` in torch eager (the ceiling for the torch path), raw ONNX Runtime
-``session.run`` (the ceiling for the ONNX path), ``fastseg`` prediction (decode + model + write
-PNGs, as ``fastseg predict`` does) from the ``.pkl`` (torch backend and the default auto backend),
-the safe bundle and the ``.onnx`` file, and fastai's one-image ``learn.predict`` loop (the floor).
-Model loading is excluded (steady state). The model has random weights (speed does not depend on
-them): a 0-epoch learner on the ISBI data (or the demo data) exported in every format.
+A Unet/timm-efficientnet-b0 is trained briefly on the ISBI slices (``fastseg fit``, random init, so its
+masks are like a real model's rather than noise; the fit also records each reduced-precision backend's
+agreement with fp32 on its validation images, which ``auto`` reads) and exported as ``.pkl`` plus the
+calibrated int8 ONNX (``fastseg export --format onnx --int8``). Then each backend runs ``fastseg
+predict``'s whole path (decode, normalise, model, argmax, PNG writes) over ``--n`` 512x512 ISBI slices
+(as RGB), batch 8: torch fp32 eager, torch bf16 (channels_last + autocast), ONNX Runtime fp32 (the
+default backend before auto chose among these), ONNX Runtime int8, OpenVINO (when installed) and
+``auto``, plus "main: onnx", ONNX Runtime fp32 through main's pre/post-processing before this change
+(today's default). Every row runs once per round, interleaved, ``--rounds`` times; medians are reported,
+with each backend's pixel agreement with the torch fp32 masks on these images and its load time (model
+conversion, compilation, and for auto its probe). Bar: auto >= 1.8x today's default, >= 99.5% equal.
 
-    python benchmarks/predict_speed.py                 # short: 16 images, ~2-3 min on 2 cores
-    python benchmarks/predict_speed.py --n 64          # the issue's run: 64 images of 512x512
+    PYTHONPATH=. python benchmarks/predict_speed.py --quick      # sanity check: 8 images, 2 rounds
+    PYTHONPATH=. python benchmarks/predict_speed.py              # 32 images, 3 rounds
+    PYTHONPATH=. python benchmarks/predict_speed.py --model exports/model.pkl   # an already trained model
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 ISBI = ROOT.parent / "shared" / "data" / "isbi2012-membrane"
+BAR_SPEED, BAR_AGREEMENT = 1.8, 0.995
 
 
 class PeakRSS:
@@ -56,10 +63,10 @@ def _rss() -> float:
     return 0.0
 
 
-def make_images(folder: Path, n: int, size: int) -> list[Path]:
-    """``n`` RGB images of size x size: ISBI slices (cycled, as RGB) when present, else noise."""
+def make_images(folder: Path, n: int, size: int, data: Path) -> list[Path]:
+    """``n`` RGB images of size x size: ``data``'s images (cycled, as RGB) when present, else noise."""
     folder.mkdir(parents=True)
-    srcs = sorted((ISBI / "images").glob("*.png")) if (ISBI / "images").is_dir() else []
+    srcs = sorted((data / "images").glob("*.png")) if (data / "images").is_dir() else []
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):
@@ -72,33 +79,72 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
     return out
 
 
-def build_exports(work: Path, bs: int) -> tuple[object, Path]:
+def train_model(work: Path, data: Path, epochs: int, bs: int) -> Path:
+    """A briefly trained model (.pkl, bundle, fit-time agreement) and its int8 ONNX beside it."""
     from fastseg.config import FitConfig
-    from fastseg.export import export_bundle_beside, export_learner, export_model
-    from fastseg.train import build_learner
+    from fastseg.train import fit
 
-    data = ISBI if (ISBI / "images").is_dir() else ROOT / "data"
-    learn, _, _ = build_learner(FitConfig(data=str(data), weights="none", bs=bs, epochs=1), workdir=work / "learn")
-    pkl = export_learner(learn, work / "model.pkl")
-    export_bundle_beside(learn, pkl)
-    export_model(pkl, "onnx", out=work / "model.onnx")
-    return learn, pkl
+    cfg = FitConfig(data=str(data), weights="none", bs=bs, epochs=epochs, lr=3e-3, export=str(work / "model.pkl"),
+                    runs_dir=str(work / "runs"), progressive="off")
+    res = fit(cfg, notify=lambda m: print(f"  fit: {m}", flush=True))
+    print(f"  fit: valid mIoU {res.metrics['miou']:.3f} after {epochs} epochs", flush=True)
+    return res.export
+
+
+def ensure_int8(pkl: Path, calib: str | None) -> None:
+    from fastseg.export import export_model
+    from fastseg.quantize import int8_path_for
+
+    if int8_path_for(pkl).is_file():
+        return
+    q = export_model(pkl, "onnx", int8=True, calib=calib).quantization
+    print(f"  int8: {q['agreement']:.2%} of validation pixels as fp32; calibrated on {q['calibration']}", flush=True)
+
+
+def main_path(predictor):
+    """``predictor`` with main's pre/post-processing before this change (normalise out of place into a
+    channels_last-strided tensor, softmax before the argmax): the "today's default" baseline row."""
+    import dataclasses
+
+    from fastseg.predict import Predictor
+
+    class MainPredictor(Predictor):
+        def _forward(self, batch, cfg):
+            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+            return self._probs((x - self.mean) / self.std, cfg.tta)  # whole images: the benchmark's case
+
+    fields = {f.name: getattr(predictor, f.name) for f in dataclasses.fields(predictor)}
+    return MainPredictor(**{**fields, "mean": predictor.mean.flatten(), "std": predictor.std.flatten()})
+
+
+def backends_to_run() -> list[str]:
+    from fastseg.backends import onnx_available, openvino_available
+
+    names = ["torch", "torch-bf16"]
+    if onnx_available():
+        names += ["onnx", "onnx-int8"]
+    if openvino_available():
+        names.append("openvino")
+    return names + ["auto"]
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=16, help="images (the issue's full run: 64)")
-    ap.add_argument("--size", type=int, default=512, help="image side in pixels")
-    ap.add_argument("--bs", type=int, default=8, help="batch size")
-    ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
-    ap.add_argument("--fastai-n", type=int, default=4, help="images for the slow learn.predict loop")
-    ap.add_argument("--workers", default="auto", help="fastseg decode worker processes [auto, as fastseg predict]")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="interleaved rounds: every row once per round; medians reported (this machine's "
-                         "speed drifts by +-15%% over minutes, which a single pass per row turns into ratio noise)")
+    ap.add_argument("--n", type=int, default=32, help="images per round [32]")
+    ap.add_argument("--size", type=int, default=512, help="image side in pixels [512]")
+    ap.add_argument("--bs", type=int, default=8, help="batch size [8]")
+    ap.add_argument("--threads", type=int, default=0, help="torch/onnxruntime/openvino threads [0: torch's default]")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported [3]")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs of the quick fit [4]")
+    ap.add_argument("--data", help="data folder to train on and take images from [ISBI if present, else ./data]")
+    ap.add_argument("--model", help="use this trained .pkl (its int8 ONNX is made beside it when missing)")
+    ap.add_argument("--calib", help="calibration images for the int8 export [the model's training images]")
+    ap.add_argument("--quick", action="store_true", help="8 images, 2 rounds, a 1-epoch fit")
     args = ap.parse_args(argv)
-    workers = args.workers if args.workers == "auto" else int(args.workers)
-    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.n, args.rounds, args.epochs = 8, 2, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT))
     import warnings
 
@@ -108,90 +154,55 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="fastseg-bench-") as tmp:
         work = Path(tmp)
-        paths = make_images(work / "images", args.n, args.size)
-        _, pkl = build_exports(work, args.bs)
-        from fastai.learner import load_learner
-
-        learn = load_learner(pkl)  # the deployable learner: its predict sees whole images (padded to /32)
-        print(f"{args.n} images {args.size}x{args.size}, batch {args.bs}, {args.threads} threads, {args.rounds} rounds, "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-        ref = load(pkl, backend="torch")
-        x = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
-        x = ((x.float() / 255) - ref.mean) / ref.std  # contiguous NCHW, as a user's batch would be
-        model = ref.model.eval()
-
-        def raw_torch(batch):
-            def run():
-                with torch.inference_mode():
-                    for k in range(0, len(batch), args.bs):
-                        model(batch[k:k + args.bs]).argmax(1)
-            return run
-
-        onnx_pred = load(work / "model.onnx")
-        sess = onnx_pred.backend.session
-
-        def raw_ort():
-            xn = x.numpy()
-            for k in range(0, len(xn), args.bs):
-                sess.run(None, {"input": xn[k:k + args.bs]})[0].argmax(1)
-
-        def fastseg_with(pred):
-            cfg = PredictConfig(bs=args.bs, workers=workers)
-
-            def run():
-                predict_paths(pred, [str(work / "images")], work / "out", cfg)
-            run.predictor = pred
-            return run
-
-        def fastai_loop():
-            with learn.no_bar():
-                for p in paths[: args.fastai_n]:
-                    learn.predict(p)
-
-        learn.model.eval()
-        rows = [("raw torch eager model(x) (ceiling)", raw_torch(x), args.n),
-                ("raw torch eager, channels_last input", raw_torch(x.contiguous(memory_format=torch.channels_last)),
-                 args.n),
-                ("raw onnxruntime session.run (ceiling)", raw_ort, args.n)]
-        for name, pred in [("fastseg predict .pkl (backend torch)", ref),
-                           ("fastseg predict .pkl (default: auto)", load(pkl)),
-                           ("fastseg predict bundle (default: auto)", load(pkl.with_suffix(""))),
-                           ("fastseg predict .onnx", onnx_pred)]:
-            rows.append((f"{name} [{pred.backend_note}]", fastseg_with(pred), args.n))
-        rows.append(("fastai learn.predict loop (floor)", fastai_loop, min(args.fastai_n, args.n)))
-        for name, fn, _ in rows:  # warm-up: allocator, ORT graph, worker start, first-call costs excluded
-            if "learn.predict" in name:
-                with learn.no_bar():
-                    learn.predict(paths[0])
-            elif name.startswith("fastseg"):
-                fn.predictor.predict(paths[: args.bs], bs=args.bs)
-            else:
-                fn()
-        speeds: dict[str, list[float]] = {name: [] for name, _, _ in rows}
-        peaks: dict[str, float] = {name: 0.0 for name, _, _ in rows}
+        data = Path(args.data) if args.data else ISBI if (ISBI / "images").is_dir() else ROOT / "data"
+        print(f"data: {data}", flush=True)
+        paths = make_images(work / "images", args.n, args.size, data)
+        pkl = Path(args.model) if args.model else train_model(work, data, args.epochs, args.bs)
+        ensure_int8(pkl, args.calib)
+        print(f"{args.n} images {args.size}x{args.size}, batch {args.bs}, {torch.get_num_threads()} threads, "
+              f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+        cfg = PredictConfig(bs=args.bs)
+        predictors, loaded = {}, {}
+        for name in backends_to_run():
+            t = time.perf_counter()
+            predictors[name] = load(pkl, backend=name)
+            loaded[name] = time.perf_counter() - t
+            predictors[name].predict(paths[: args.bs], bs=args.bs)  # warm-up: allocator, first-call costs
+        if "onnx" in predictors:
+            predictors["main: onnx"], loaded["main: onnx"] = main_path(predictors["onnx"]), loaded["onnx"]
+        ref = predictors["torch"].predict(paths, bs=args.bs)
+        agree = {name: float(np.mean([(a == b).mean() for a, b in zip(ref, p.predict(paths, bs=args.bs))]))
+                 for name, p in predictors.items()}
+        speeds = {name: [] for name in predictors}
+        peaks = dict.fromkeys(predictors, 0.0)
         for r in range(args.rounds):
-            for name, fn, n in rows:
+            for name, pred in predictors.items():
                 with PeakRSS() as mem:
                     t = time.perf_counter()
-                    fn()
+                    predict_paths(pred, [str(work / "images")], work / "out" / name, cfg)
                     dt = time.perf_counter() - t
-                speeds[name].append(n / dt)
+                speeds[name].append(args.n / dt)
                 peaks[name] = max(peaks[name], mem.peak)
-                print(f"round {r + 1}: {name:<62} {n / dt:7.2f} img/s", flush=True)
-        med = {name.split(" [")[0]: statistics.median(v) for name, v in speeds.items()}
-        print("\n| path | img/s (median) | per round | peak RSS MiB |\n| --- | --- | --- | --- |")
-        for name, v in speeds.items():
-            print(f"| {name} | {statistics.median(v):.2f} | {', '.join(f'{a:.2f}' for a in v)} | {peaks[name]:.0f} |")
-        t, o = med["raw torch eager model(x) (ceiling)"], med["raw onnxruntime session.run (ceiling)"]
-        tcl = med["raw torch eager, channels_last input"]
-        ratio = [b / a for a, b in zip(speeds["raw torch eager model(x) (ceiling)"],
-                                       speeds["raw onnxruntime session.run (ceiling)"])]
-        print(f"\nfastseg .pkl torch / raw torch:        {med['fastseg predict .pkl (backend torch)'] / t:.2f}x (goal >= 0.9)")
-        print(f"fastseg .pkl auto / raw torch:         {med['fastseg predict .pkl (default: auto)'] / t:.2f}x")
-        print(f"fastseg .onnx / raw onnxruntime:       {med['fastseg predict .onnx'] / o:.2f}x")
-        print(f"raw onnxruntime / raw torch:           {o / t:.2f}x (goal >= 2); per round "
-              f"{', '.join(f'{a:.2f}' for a in ratio)}")
-        print(f"raw onnxruntime / torch channels_last: {o / tcl:.2f}x (torch's best eager layout, for reference)")
+                print(f"round {r + 1}: {name:<11} {args.n / dt:7.2f} img/s", flush=True)
+        report(speeds, agree, loaded, peaks, predictors["auto"].backend_note)
+
+
+def report(speeds: dict, agree: dict, loaded: dict, peaks: dict, auto_note: str) -> None:
+    """The one results table, then auto against ONNX Runtime fp32 through main's path and through today's."""
+    base = "onnx" if "onnx" in speeds else "torch"
+    per_round = {n: [a / b for a, b in zip(v, speeds[base])] for n, v in speeds.items()}
+    print(f"\n| fastseg predict, backend | img/s (median) | x {base} (median of rounds) | pixels as torch fp32 | "
+          "load s | peak RSS MiB |\n| --- | --- | --- | --- | --- | --- |")
+    for name, v in speeds.items():
+        print(f"| {name} | {statistics.median(v):.2f} | {statistics.median(per_round[name]):.2f} | "
+              f"{agree[name]:.4%} | {loaded[name]:.1f} | {peaks[name]:.0f} |")
+    print(f"\nauto chose: {auto_note}")
+    for ref in [n for n in ("main: onnx", base) if n in speeds]:
+        per = [a / b for a, b in zip(speeds["auto"], speeds[ref])]
+        speed, same = statistics.median(per), agree["auto"]
+        verdict = "PASS" if speed >= BAR_SPEED and same >= BAR_AGREEMENT else "FAIL"
+        print(f"auto / {ref}: {speed:.2f}x (per round " + ", ".join(f"{x:.2f}" for x in per)
+              + f"); {same:.3%} of pixels as fp32 (bar >= {BAR_SPEED}x and >= {BAR_AGREEMENT:.1%}: {verdict})")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
-"""Training speed, side by side: (a) a plain PyTorch loop over pre-loaded tensors (the ceiling)
-versus (b) fastseg's fastai training loop, in one process, on the same data, model, batch size,
-crop size and optimiser (AdamW).
+"""Training speed, side by side in one process, on the same data, model, batch size, crop size and
+optimiser (AdamW) and loss (fastseg's default, ce+dice):
 
-The two are measured alternately, ``--rounds`` times (a, b, a, b, ...), so load from other
-processes on a shared machine drifts into both equally; the report gives the median of each.
-Steady state: the first training batch of every round is a warm-up and not counted; validation
-(which the plain loop does not do) is timed separately and not part of the training img/s.
+(a) a naive plain PyTorch loop over pre-loaded host tensors (fp32, contiguous NCHW);
+(c) a tuned plain PyTorch loop: the same tricks as fastseg (channels_last, bf16 autocast on CPU with
+    depthwise convolutions in fp32 / AMP on GPU, tensors pre-loaded on the device, in-place normalisation);
+(b0) fastseg's fastai loop in fp32 (what main trained with on CPU before --precision);
+(b) fastseg's fastai loop with ``--precision auto`` (or ``--precision``), as ``fastseg fit`` runs it.
+
+Every loop runs once per round, ``--rounds`` times, interleaved (a, c, b0, b, a, c, ...), so load from
+other processes drifts into all of them; the table gives medians and the ratios are medians of the
+per-round ratios. Steady state: the first training batch of every round is a warm-up and not counted;
+validation (which the plain loops do not do) is timed apart and not part of the training img/s.
+Bars: (b)/(b0) >= 1.35 and (b)/(c) >= 0.97.
 
 Data: the ISBI 2012 membrane set (../shared/data/isbi2012-membrane) when present, else 30
 generated 512x512 images with 0/255 masks (``--data DIR`` picks any fastseg data folder).
 
-Example (the README's table; < 4 minutes on 2 CPU cores):
-    PYTHONPATH=. python benchmarks/train_speed.py
-    PYTHONPATH=. python benchmarks/train_speed.py --rounds 5 --epochs 3 --size 256 --bs 8   # longer
+    PYTHONPATH=. python benchmarks/train_speed.py --quick    # sanity check, ~2 min on 2 cores
+    PYTHONPATH=. python benchmarks/train_speed.py            # crop 256, bs 8, 3 rounds of 2 epochs
+    PYTHONPATH=. python benchmarks/train_speed.py --rounds 5 --epochs 3   # longer, steadier
 """
 
 from __future__ import annotations
@@ -117,42 +123,83 @@ def load_tensors(spec):
     return xs, ys
 
 
-def plain_round(model, opt, xs, ys, size, bs, steps, device, gen) -> Phases:
-    """``steps`` + 1 training steps (the first is a warm-up): random crops, flips, forward, backward, AdamW."""
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as fastseg normalises
+STD = (0.229, 0.224, 0.225)
+
+
+def random_crops(xs, ys, size, bs, gen):
+    """``bs`` random crops of ``size`` (images and masks), flipped left-right together half the time."""
+    n, _, h, w = xs.shape
+    idx = torch.randint(n, (bs,), generator=gen)
+    top = torch.randint(h - size + 1, (bs,), generator=gen)
+    left = torch.randint(w - size + 1, (bs,), generator=gen)
+    xb = torch.stack([xs[i, :, t:t + size, l:l + size] for i, t, l in zip(idx, top, left)])
+    yb = torch.stack([ys[i, t:t + size, l:l + size] for i, t, l in zip(idx, top, left)])
+    if torch.rand(1, generator=gen) < 0.5:
+        xb, yb = xb.flip(-1), yb.flip(-1)
+    return xb, yb
+
+
+def plain_batch(xs, ys, size, bs, gen, device):
+    """(a): crops from host tensors, copied to the device, normalised out of place (contiguous NCHW)."""
+    xb, yb = random_crops(xs, ys, size, bs, gen)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+    return (xb.to(device, non_blocking=True).float() - mean) / std, yb.to(device, non_blocking=True).long()
+
+
+def tuned_batch(xs, ys, size, bs, gen, device):
+    """(c): crops from tensors already on the device, normalised in place straight into channels_last."""
+    xb, yb = random_crops(xs, ys, size, bs, gen)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    shift = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) / std
+    xb = xb.to(torch.float32, memory_format=torch.channels_last).mul_(1 / (255 * std)).sub_(shift)
+    return xb, yb.long()
+
+
+def loop_round(model, opt, loss_fn, next_batch, steps, device, amp=None, scaler=None) -> Phases:
+    """``steps`` + 1 training steps (the first is a warm-up): batch, forward (under ``amp`` autocast if
+    given, depthwise convolutions in fp32 on CPU as fastseg does), loss in fp32, backward (through
+    ``scaler`` if given), AdamW."""
+    from contextlib import nullcontext
+
+    from fastseg.device import Fp32GroupedConvs
+
     model.train()
     ph = Phases()
-    n, _, h, w = xs.shape
     for step in range(steps + 1):
         t0 = time.perf_counter()
-        idx = torch.randint(n, (bs,), generator=gen)
-        top = torch.randint(h - size + 1, (bs,), generator=gen)
-        left = torch.randint(w - size + 1, (bs,), generator=gen)
-        xb = torch.stack([xs[i, :, t:t + size, l:l + size] for i, t, l in zip(idx, top, left)])
-        yb = torch.stack([ys[i, t:t + size, l:l + size] for i, t, l in zip(idx, top, left)])
-        if torch.rand(1, generator=gen) < 0.5:
-            xb, yb = xb.flip(-1), yb.flip(-1)
-        xb = (xb.to(device, non_blocking=True).float() - mean) / std
-        yb = yb.to(device, non_blocking=True).long()
+        xb, yb = next_batch()
         _sync(device)
         t1 = time.perf_counter()
-        pred = model(xb)
-        loss = loss_fn(pred, yb)
+        grouped = Fp32GroupedConvs(model) if amp is not None and device.type == "cpu" else nullcontext()
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None), grouped:
+            pred = model(xb)
+        loss = loss_fn(pred.float(), yb)
         _sync(device)
         t2 = time.perf_counter()
-        loss.backward()
+        (scaler.scale(loss) if scaler else loss).backward()
         _sync(device)
         t3 = time.perf_counter()
-        opt.step()
+        scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
         opt.zero_grad(set_to_none=True)
         loss.item()  # fastai's recorder reads the loss every batch too
         _sync(device)
         t4 = time.perf_counter()
         if step:  # step 0 is the warm-up
-            ph.add({"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}, bs)
+            ph.add({"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}, len(xb))
     return ph
+
+
+def tuned_precision(device: torch.device):
+    """(c)'s mixed precision: bf16 autocast on CPU; AMP on CUDA (bf16 where supported, else fp16 + scaler)."""
+    if device.type != "cuda":
+        return torch.bfloat16, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
 
 
 # --------------------------------------------------------------------------- (b) fastseg / fastai
@@ -236,30 +283,85 @@ def generated_data(root: Path, n: int = 30, side: int = 512, seed: int = 0) -> P
 
 # --------------------------------------------------------------------------- main
 
-def fmt_row(name, ph: Phases, mem, extra=""):
+def fmt_row(name, img_s: float, ph: Phases, mem) -> str:
+    """A table row: ``img_s`` (the median of the rounds), then ms per batch per phase over all rounds."""
     per = {k: 1000 * v / max(ph.batches, 1) for k, v in ph.total.items()}
-    return (f"| {name} | {ph.img_s:.2f} | " + " | ".join(f"{per[k]:.0f}" for k in Phases.NAMES)
-            + f" | {mem:.0f} |{extra}")
+    return f"| {name} | {img_s:.2f} | " + " | ".join(f"{per[k]:.0f}" for k in Phases.NAMES) + f" | {mem:.0f} |"
 
 
-def main(argv=None):
+def merged(runs) -> Phases:
+    out = Phases()
+    for ph in runs:
+        for k in Phases.NAMES:
+            out.total[k] += ph.total[k]
+        out.batches += ph.batches
+        out.images += ph.images
+    return out
+
+
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="fastseg data folder [default: ISBI if present, else generated 512x512]")
     p.add_argument("--size", type=int, default=256, help="crop side [256]")
     p.add_argument("--bs", type=int, default=8, help="batch size [8]")
-    p.add_argument("--rounds", type=int, default=3, help="alternations of (a) and (b) [3]")
-    p.add_argument("--epochs", type=int, default=2, help="(b) epochs per round [2]")
-    p.add_argument("--steps", type=int, default=0, help="(a) counted steps per round [0: as many as (b) counts]")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every loop [3]")
+    p.add_argument("--epochs", type=int, default=2, help="fastseg epochs per round [2]")
+    p.add_argument("--steps", type=int, default=0, help="plain loops' counted steps per round [0: as many as fastseg's]")
+    p.add_argument("--precision", default="auto", help="fastseg --precision of row (b) [auto]; (b0) is always fp32")
     p.add_argument("--cache", default="auto", help="fastseg --cache [auto]")
     p.add_argument("--num-workers", default="auto", help="fastseg --num-workers [auto]")
-    p.add_argument("--compile", action="store_true", help="also torch.compile both models")
+    p.add_argument("--compile", action="store_true", help="also torch.compile every model")
+    p.add_argument("--quick", action="store_true", help="a short sanity run: 2 rounds of 1 epoch")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.epochs = 2, 1
+    return args
 
+
+def fastseg_runner(cfg, spec, work: Path, epochs: int):
+    """A fastseg learner (as `fastseg fit` builds it) and a function running one round: ``fit_one_cycle``."""
+    from fastseg.train import build_learner
+
+    said = []
+    learn, _, _ = build_learner(cfg, said.append, spec=spec, workdir=work)
+    timer = make_timer_cb()()
+    learn.add_cb(timer)
+
+    def run():
+        timer.ph, timer.valid_s = Phases(), 0.0
+        learn.fit_one_cycle(epochs, lr_max=1e-3)  # with fastai's progress bar and epoch table, as `fastseg fit` runs
+        return timer.ph, timer.valid_s / epochs
+    return learn, run, said
+
+
+def plain_runner(cfg, spec, device, steps, gen, tuned: bool, compile: bool):
+    """(a) naive or (c) tuned plain PyTorch loop: same model, optimiser settings and crops as fastseg."""
+    from functools import partial
+
+    from fastseg.losses import make_loss
+    from fastseg.model import build_model
+
+    xs, ys = load_tensors(spec)
+    model, _ = build_model(cfg.encoder, spec.n_classes, "none")
+    model = model.to(device)
+    amp, scaler = tuned_precision(device) if tuned else (None, None)
+    if tuned:
+        model = model.to(memory_format=torch.channels_last)
+        xs, ys = xs.to(device), ys.to(device)
+    if compile:
+        model = torch.compile(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01,
+                            foreach=True)
+    batch = partial(tuned_batch if tuned else plain_batch, xs, ys, cfg.size, cfg.bs, gen, device)
+    loss_fn = make_loss(cfg.loss, spec.n_classes, cfg.class_weights)  # fastseg's loss: the same work per step
+    return lambda: (loop_round(model, opt, loss_fn, batch, steps, device, amp, scaler), 0.0)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     from fastseg.config import FitConfig
     from fastseg.data import discover
-    from fastseg.model import build_model
-    from fastseg.train import build_learner
 
     tmp = tempfile.TemporaryDirectory(prefix="fastseg-bench-")
     if args.data:
@@ -270,81 +372,77 @@ def main(argv=None):
         data, source = generated_data(Path(tmp.name) / "gen"), "generated (30 x 512x512 grey, 0/255 masks)"
     nw = args.num_workers if args.num_workers == "auto" else int(args.num_workers)
     cfg = FitConfig(data=str(data), bs=args.bs, size=args.size, weights="none", lr=1e-3, epochs=args.epochs,
-                    seed=args.seed, cache=args.cache, num_workers=nw, compile=args.compile,
+                    seed=args.seed, cache=args.cache, num_workers=nw, compile=args.compile, precision=args.precision,
                     export=str(Path(tmp.name) / "m.pkl"))
     spec = discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-    t = time.perf_counter()
-    learn, spec, _ = build_learner(cfg, spec=spec, workdir=Path(tmp.name) / "work")
-    setup_b = time.perf_counter() - t
-    Timer = make_timer_cb()
-    timer = Timer()
-    learn.add_cb(timer)
-
-    torch.manual_seed(args.seed)
-    t = time.perf_counter()
-    xs, ys = load_tensors(spec)
-    model, _ = build_model(cfg.encoder, spec.n_classes, "none")
-    model = model.to(device)
-    if args.compile:
-        model = torch.compile(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
-    setup_a = time.perf_counter() - t
-    gen = torch.Generator().manual_seed(args.seed)
+    learn, run_b, said = fastseg_runner(cfg, spec, Path(tmp.name) / "b", args.epochs)
+    _, run_b0, _ = fastseg_runner(cfg.replace(precision="fp32"), spec, Path(tmp.name) / "b0", args.epochs)
+    chosen = learn.fastseg_info.meta["precision"]
     per_epoch = len(learn.dls.train)
     steps = args.steps or per_epoch * args.epochs - 1
-
+    gen = torch.Generator().manual_seed(args.seed)
+    amp = tuned_precision(device)[0]
+    loops = {
+        "(a) plain PyTorch, naive (fp32, contiguous NCHW)":
+            plain_runner(cfg, spec, device, steps, gen, tuned=False, compile=args.compile),
+        f"(c) plain PyTorch, tuned (channels_last, {str(amp).split('.')[-1]} autocast, tensors pre-loaded)":
+            plain_runner(cfg, spec, device, steps, gen, tuned=True, compile=args.compile),
+        "(b0) fastseg fit, --precision fp32 (today's main on CPU)": run_b0,
+        f"(b) fastseg fit, --precision {args.precision} -> {chosen['train']}": run_b,
+    }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"data: {source}; {len(spec.train)} train / {len(spec.valid)} valid; crop {args.size}, bs {args.bs}; "
           f"device {device}, torch threads {torch.get_num_threads()}, cpu cores {os.cpu_count()}, "
           f"load average at start {load:.1f}", flush=True)
     print(f"fastseg: cache {learn.dls.fastseg_cache}, num_workers {learn.dls.train.fake_l.num_workers}, "
-          f"{per_epoch} batches/epoch; compile {args.compile}", flush=True)
-    a_runs, b_runs, a_mem, b_mem, valid_s = [], [], [], [], []
+          f"{per_epoch} batches/epoch; compile {args.compile}; precision {chosen['train']} ({chosen['reason']})",
+          flush=True)
+    runs = {name: [] for name in loops}
+    mem = dict.fromkeys(loops, 0.0)
+    valid = {name: [] for name in loops}
     for r in range(args.rounds):
-        with PeakRSS(device) as m:
-            ph = plain_round(model, opt, xs, ys, args.size, args.bs, steps, device, gen)
-        a_runs.append(ph), a_mem.append(m.peak)
-        print(f"round {r + 1}: (a) plain   {ph.img_s:.2f} img/s over {ph.batches} steps", flush=True)
-        timer.ph, timer.valid_s = Phases(), 0.0
-        with PeakRSS(device) as m:  # with fastai's progress bar and epoch table, as `fastseg fit` runs
-            learn.fit_one_cycle(args.epochs, lr_max=1e-3)
-        b_runs.append(timer.ph), b_mem.append(m.peak), valid_s.append(timer.valid_s / args.epochs)
-        print(f"round {r + 1}: (b) fastseg {timer.ph.img_s:.2f} img/s over {timer.ph.batches} steps "
-              f"(ratio {timer.ph.img_s / ph.img_s:.3f})", flush=True)
+        for name, run in loops.items():
+            with PeakRSS(device) as m:
+                ph, valid_s = run()
+            runs[name].append(ph)
+            mem[name] = max(mem[name], m.peak)
+            valid[name].append(valid_s)
+            print(f"round {r + 1}: {name[:4]} {ph.img_s:.2f} img/s over {ph.batches} steps", flush=True)
+    report(runs, mem, valid, device)
+    tmp.cleanup()
+    return 0
 
-    ratios = [b.img_s / a.img_s for a, b in zip(a_runs, b_runs)]
-    med_a = statistics.median(x.img_s for x in a_runs)
-    med_b = statistics.median(x.img_s for x in b_runs)
 
-    def merged(runs):
-        out = Phases()
-        for ph in runs:
-            for k in Phases.NAMES:
-                out.total[k] += ph.total[k]
-            out.batches += ph.batches
-            out.images += ph.images
-        return out
-
+def report(runs: dict, mem: dict, valid: dict, device) -> None:
+    """The one results table, then the per-round ratios behind the bars (medians of interleaved rounds)."""
     mem_unit = "peak CUDA MiB" if device.type == "cuda" else "peak RSS MiB"
     print()
-    print(f"| loop | train img/s | data ms | forward ms | backward ms | optimizer ms | callbacks ms | {mem_unit} |")
+    print(f"| loop | train img/s (median) | data ms | forward ms | backward ms | optimizer ms | callbacks ms | {mem_unit} |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(fmt_row("(a) plain PyTorch, pre-loaded tensors", merged(a_runs), max(a_mem)))
-    print(fmt_row("(b) fastseg fit (fastai)", merged(b_runs), max(b_mem)))
+    by_tag = {}
+    for name, phs in runs.items():
+        print(fmt_row(name, statistics.median(ph.img_s for ph in phs), merged(phs), mem[name]))
+        by_tag[name.split()[0]] = phs
     print()
-    print(f"median img/s: (a) {med_a:.2f}, (b) {med_b:.2f}; per-round ratios (b)/(a): "
-          + ", ".join(f"{x:.3f}" for x in ratios) + f"; median ratio {statistics.median(ratios):.3f}")
-    print(f"setup: (a) {setup_a:.1f} s (decode to tensors + model), (b) {setup_b:.1f} s (discover, cache, learner); "
-          f"(b) validation {statistics.median(valid_s):.2f} s/epoch (not in img/s)")
+
+    def ratio(top, bottom, goal=None):
+        per = [t.img_s / b.img_s for t, b in zip(by_tag[top], by_tag[bottom])]
+        med = statistics.median(per)
+        verdict = "" if goal is None else f" (goal >= {goal}: {'PASS' if med >= goal else 'FAIL'})"
+        print(f"{top}/{bottom}: median {med:.3f}{verdict}; per round " + ", ".join(f"{x:.3f}" for x in per))
+
+    ratio("(b)", "(b0)", 1.35)
+    ratio("(b)", "(c)", 0.97)
+    ratio("(b)", "(a)")
+    ratio("(c)", "(a)")
+    vb = [v for name, v in valid.items() if name.startswith("(b)")][0]
+    print(f"(b) validation {statistics.median(vb):.2f} s/epoch (not in img/s)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at end {load:.1f} on {os.cpu_count()} cores"
           + (" (busy machine: absolute numbers are noisy; the ratio of interleaved rounds is the result)"
              if load > (os.cpu_count() or 1) * 0.75 else ""))
-    tmp.cleanup()
-    return statistics.median(ratios)
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(main())

@@ -9,7 +9,7 @@ import warnings
 
 import click
 
-from .config import FORMAT_CHOICES, LOG_CHOICES, FitConfig
+from .config import BACKEND_CHOICES, FORMAT_CHOICES, LOG_CHOICES, FitConfig
 from .errors import FastsegError, Interrupted
 
 DEFAULTS = FitConfig()
@@ -109,7 +109,7 @@ def layout_options(f):
 
 def training_options(f):
     """Options of ``fit`` only: the run folder, resuming, recipe, loss, augmentation, precision."""
-    from .config import AUG_CHOICES, LOSS_CHOICES, PROGRESSIVE_CHOICES
+    from .config import AUG_CHOICES, LOSS_CHOICES, PRECISION_CHOICES, PROGRESSIVE_CHOICES
 
     opts = [
         click.option("--name", help="Run folder name under --runs-dir (never overwritten).  [default: a timestamp]"),
@@ -132,7 +132,12 @@ def training_options(f):
                           f"auto: on when images are at least twice the crop side (printed).  [default: {DEFAULTS.progressive}]"),
         click.option("--grad-clip", type=click.FloatRange(min=0),
                      help=f"Clip each step's gradient norm to this; 0: off.  [default: {DEFAULTS.grad_clip}]"),
-        click.option("--fp16/--no-fp16", default=None, help="Mixed precision on CUDA (ignored on CPU).  [default: on]"),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES),
+                     help="Training precision: fp32, bf16 (autocast; CPU or GPU), fp16 (GPU, loss scaling); auto: bf16 "
+                          "on GPUs that have it (else fp16), on CPU bf16 only if a timed step here is faster "
+                          f"(printed). Exports are always fp32.  [default: {DEFAULTS.precision}]"),
+        click.option("--fp16/--no-fp16", default=None, hidden=True,
+                     help="Before --precision: --fp16 is --precision auto, --no-fp16 is --precision fp32."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -158,6 +163,9 @@ def build_config(config_file: str | None, **options) -> FitConfig:
     """The CLI's options (only those given) over the config file's over the defaults."""
     if options.pop("no_aug", None):
         options["aug"] = "none"
+    fp16 = options.pop("fp16", None)  # the flag before --precision (see FitConfig's legacy_precision)
+    if fp16 is not None and options.get("precision") is None:
+        options["precision"] = "auto" if fp16 else "fp32"
     given = {k: v for k, v in options.items() if v is not None}
     if config_file:
         return FitConfig.from_file(config_file, **given)
@@ -337,8 +345,10 @@ def lr_find_cmd(config_file, plot, **options):
 @click.option("--workers", type=AutoOrInt(0), default="auto", show_default=True,
               help="Image-decoding worker processes, or auto (none on CPUs with <= 4 cores, where the model "
                    "needs every core; else as for fit's --num-workers).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
-              help="auto: ONNX Runtime on CPU when installed (same masks, faster), else torch.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+              help="torch (fp32), torch-bf16, onnx (ONNX Runtime fp32), onnx-int8 (needs `fastseg export --int8`), "
+                   "openvino. auto: on CPU the fastest here (a short probe) of those whose masks match fp32 on "
+                   ">= 99.5% of the model's validation pixels; torch on GPUs. The choice and its reason are printed.")
 @click.option("--format", "format", type=click.Choice(FORMAT_CHOICES), default="png", show_default=True,
               help="png: <name>.png class-index masks; coco: annotations/instances_default.json (RLE, one "
                    "annotation per region); cvat: segmentation_mask.zip (CVAT 'Segmentation mask 1.1'). "
@@ -388,7 +398,12 @@ def predict(model, inputs, out, recursive, **options):
               help="safetensors: safe bundle folder; onnx: ONNX Runtime / any ONNX runtime; torchscript: .pt.")
 @click.option("--out", type=click.Path(), help="Destination.  [default: beside MODEL: model/, model.onnx, model.pt]")
 @click.option("--force", is_flag=True, help="Overwrite an existing destination.")
-def export_cmd(model, fmt, out, force):
+@click.option("--int8", is_flag=True,
+              help="ONNX only: statically quantised int8 model (default out: model.int8.onnx, which `fastseg predict "
+                   "MODEL` then considers), calibrated on the model's training images; its agreement with fp32 is printed.")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False),
+              help="With --int8: calibrate (and check agreement) on this folder's images instead of the training data.")
+def export_cmd(model, fmt, out, force, int8, calib):
     """Convert a fastseg model (.pkl or bundle) to a safe bundle, ONNX or TorchScript.
 
     ONNX exports have dynamic batch/height/width and are checked against torch in onnxruntime
@@ -401,8 +416,17 @@ def export_cmd(model, fmt, out, force):
     """
     from .export import export_model
 
-    res = export_model(model, fmt, out=out, force=force, notify=_notify)
-    if res.format == "onnx":
+    res = export_model(model, fmt, out=out, force=force, int8=int8, calib=calib, notify=_notify)
+    if res.quantization is not None:
+        from .backends import AGREEMENT_MIN
+
+        q = res.quantization
+        click.echo(f"int8: {q['agreement']:.2%} of pixels as fp32 on {q['agreement_images']} validation image(s); "
+                   f"calibrated on {q['calibration']}")
+        if q["agreement"] < AGREEMENT_MIN:
+            click.echo(f"Warning: under {AGREEMENT_MIN:.1%}: fastseg predict's auto backend will not use it "
+                       "(--backend onnx-int8 forces it)", err=True)
+    elif res.format == "onnx":
         click.echo(f"onnxruntime check: max |diff| vs torch {res.max_diff:.1e} (opset {res.opset})")
     click.echo(f"exported {res.path}")
 

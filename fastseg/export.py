@@ -31,10 +31,12 @@ def export_learner(learn, dest: str | Path) -> Path:
     The export's crop transform is saved in whole-image mode, so fastai's ``learn.predict`` on the
     loaded learner segments whole images (padded to /32), not the centre crop validation used.
     """
+    from .device import precision_callbacks
     from .transforms import whole_image_inference
 
     dest = Path(dest).absolute()
-    with atomic_path(dest) as tmp, whole_image_inference(learn):
+    # Mixed-precision callbacks stay behind: the export is fp32 and runs on any CPU (fastseg picks the fast path).
+    with atomic_path(dest) as tmp, whole_image_inference(learn), learn.removed_cbs(precision_callbacks(learn)):
         learn.export(tmp)  # an absolute fname: learn.path / tmp == tmp
     return dest
 
@@ -45,6 +47,7 @@ class ExportResult:
     format: str
     opset: int | None = None  # ONNX only
     max_diff: float | None = None  # ONNX only: max |logit diff| vs torch on a random sample
+    quantization: dict | None = None  # int8 ONNX only: calibration and agreement with fp32 (fastseg.quantize)
 
 
 def _default_out(model: Path, fmt: str) -> Path:
@@ -97,15 +100,24 @@ def _check_out(model: Path, dest: Path, fmt: str) -> None:
 
 
 def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False,
-                 notify: Notify = silent) -> ExportResult:
-    """Convert a fastseg model (.pkl, bundle, .pt) to ``fmt``: a safe bundle, ONNX or TorchScript."""
+                 int8: bool = False, calib: str | Path | None = None, notify: Notify = silent) -> ExportResult:
+    """Convert a fastseg model (.pkl, bundle, .pt) to ``fmt``: a safe bundle, ONNX or TorchScript.
+
+    ``int8`` (ONNX only): the statically quantised model, calibrated on the model's training images (or
+    ``calib``'s), written to ``model.int8.onnx`` by default (see ``fastseg.quantize``)."""
     from .bundle import write_bundle
     from .predict import load
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
+    if (int8 or calib is not None) and fmt != "onnx":
+        raise ConfigError("--int8 and --calib apply to --format onnx only")
     model = Path(model)
     dest = Path(out) if out is not None else _default_out(model, fmt)
+    if int8 and out is None:
+        from .quantize import int8_path_for
+
+        dest = int8_path_for(model)
     _check_out(model, dest, fmt)
     if dest.exists() and not force:
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
@@ -117,6 +129,8 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
     net = predictor.model.cpu().eval().float()
     if fmt == "safetensors":
         return ExportResult(write_bundle(net, predictor.info(), dest, force=force), fmt)
+    if fmt == "onnx" and int8:
+        return write_onnx_int8(predictor, dest, calib)
     if fmt == "onnx":
         return write_onnx(net, predictor.info(), dest)
     return write_torchscript(net, predictor.info(), dest)
@@ -127,15 +141,10 @@ def write_onnx(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
     from .backends import ONNX_MISSING, ONNX_OPSET, onnx_available, onnx_session, torch_to_onnx_bytes
 
     try:
-        import onnx
+        import onnx  # noqa: F401
     except ImportError:
         raise ModelError(f"{dest}: onnx is not installed (pip install 'fastseg[onnx]')") from None
-    proto = onnx.load_from_string(torch_to_onnx_bytes(net, ONNX_OPSET))
-    meta = proto.metadata_props.add()
-    meta.key, meta.value = "fastseg", json.dumps({**info, "opset": ONNX_OPSET})
-    proto.producer_name = "fastseg"
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
+    data = _with_info(torch_to_onnx_bytes(net, ONNX_OPSET), {**info, "opset": ONNX_OPSET})
     if not onnx_available():
         raise ModelError(f"{dest}: cannot verify the ONNX model: {ONNX_MISSING}")
     session = onnx_session(data, source=str(dest))
@@ -147,6 +156,40 @@ def write_onnx(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
     if not diff < ONNX_TOLERANCE:
         raise ModelError(f"{dest}: ONNX output differs from torch by {diff:.2e} (limit {ONNX_TOLERANCE:g}); not written")
     return ExportResult(atomic_write_bytes(dest, data), "onnx", ONNX_OPSET, diff)
+
+
+def _with_info(data: bytes, info: dict) -> bytes:
+    """The ONNX graph with the model description as its ``fastseg`` metadata, checked."""
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    meta = proto.metadata_props.add()
+    meta.key, meta.value = "fastseg", json.dumps(info)
+    proto.producer_name = "fastseg"
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def write_onnx_int8(predictor, dest: Path, calib: str | Path | None = None) -> ExportResult:
+    """The int8 ONNX model, calibrated, then compared with the fp32 masks on validation images; its
+    metadata records both and the fp32 weights' fingerprint (``fastseg.quantize``)."""
+    from .agreement import AGREEMENT_IMAGES, measure_agreement
+    from .backends import ONNX_OPSET, OnnxBackend, onnx_session, torch_to_onnx_bytes
+    from .quantize import QUANT_METHOD, calibration_images, quantize_int8, weights_fingerprint
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ModelError(f"{dest}: onnx is not installed (pip install 'fastseg[onnx]')") from None
+    net = predictor.model
+    train, valid, where = calibration_images(predictor.meta, calib)
+    data = quantize_int8(torch_to_onnx_bytes(net, ONNX_OPSET), predictor, train)
+    backend = OnnxBackend(onnx_session(data, source=str(dest)), name="onnx-int8")
+    found = measure_agreement(predictor, valid[:AGREEMENT_IMAGES], {"onnx-int8": backend})
+    quant = {"method": QUANT_METHOD, "calibration": where, "agreement": found["backends"]["onnx-int8"],
+             "agreement_images": found["images"], "weights_sha256": weights_fingerprint(net)}
+    data = _with_info(data, {**predictor.info(), "opset": ONNX_OPSET, "quantization": quant})
+    return ExportResult(atomic_write_bytes(dest, data), "onnx", ONNX_OPSET, quantization=quant)
 
 
 def write_torchscript(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:

@@ -28,7 +28,7 @@ from .distributed import RankStats, barrier, broadcast_value, ddp, is_main_proce
 from .distributed import setup as distributed_setup
 from .errors import Interrupted, TrainingError
 from .io import atomic_write_bytes
-from .device import tune_learner
+from .device import apply_precision, resolve_precision, training_device, tune_learner
 from .loaders import auto_size, dataloaders_for, train_crops_like
 from .losses import make_loss
 from .metrics import MeanDice, MeanIoU
@@ -113,15 +113,28 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
         "data_options": {"layout": cfg.layout, "void": cfg.void, "ignore_index": cfg.ignore_index,
                          "colors": [[c, *rgb] for c, rgb in zip(spec.codes, spec.colors)] if spec.colors else None},
         "scaling": spec.scaling.as_dict(),  # prediction scales 16-bit/float images as training did
+        "data": str(Path(cfg.data).absolute()),  # where `fastseg export --int8` finds calibration images
     }
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fastseg-"))
     learn = Learner(dls, model, loss_func=make_loss(cfg.loss, spec.n_classes, cfg.class_weights),
                     metrics=[MeanIoU(spec.n_classes), MeanDice(spec.n_classes)], splitter=seg_splitter,
                     path=workdir, model_dir=".", cbs=[FastsegInfo(meta)])
     tune_learner(learn, compile=cfg.compile)  # fast optimiser; cudnn autotune, channels_last on CUDA
-    if cfg.fp16 and torch.cuda.is_available():
-        learn.to_fp16()  # mixed precision: ~2x throughput on tensor cores, same accuracy
+    set_precision(learn, cfg, size, spec.n_classes, notify)
     return learn, spec, winfo
+
+
+def set_precision(learn: Learner, cfg: FitConfig, size: int, n_classes: int, notify: Notify = silent) -> str:
+    """Decide the training precision (``--precision``; auto times a CPU step, on rank 0 alone under DDP),
+    add its callback, record it in the model's meta and say what ``auto`` chose."""
+    device = learn.dls.device or training_device()
+    precision, why, _ = run_on_main(resolve_precision, cfg.precision, learn.model, learn.dls.train.bs, size,
+                                    n_classes, torch.device(device))
+    apply_precision(learn, precision)
+    learn.fastseg_info.meta["precision"] = {"train": precision, "reason": why}
+    if cfg.precision == "auto":
+        notify(f"precision {precision} ({why}; --precision fp32|bf16|fp16 to choose)")
+    return precision
 
 
 def run_lr_find(learn: Learner, num_it: int) -> LRFindResult:
@@ -505,11 +518,13 @@ def _write_outputs(learn, spec, cfg, result: FitResult, final: dict, best_cm, no
     from .publish import RUN_MODEL, publish
     from .runs import FINISHED, write_json
 
+    from .agreement import record_agreement
     from .console import show_bars
     from .report import finish_run
 
     run, winfo = result.run, result.weights
     show_bars(learn)  # the export is the same whether this run showed progress bars or not
+    record_agreement(learn, [s.image for s in spec.valid])  # for predict's auto backend (fastseg.agreement)
     result.model = export_learner(learn, run / RUN_MODEL)
     export_bundle_beside(learn, result.model)  # the safe, pickle-free twin: model.pkl -> model/
     write_json(run / "metrics.json", {
