@@ -152,18 +152,21 @@ class FitConfig:
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "FitConfig":
         """Read a JSON or YAML file of options; ``overrides`` (the CLI's) win."""
-        values = coerce_values(cls, read_config_file(path), source=str(path))
+        values = coerce_values(cls, legacy_precision(read_config_file(path), str(path)), source=str(path))
         values.update(overrides)
         return cls.from_dict(values, source=str(path))
 
 
-def legacy_precision(values: dict[str, Any]) -> dict[str, Any]:
+def legacy_precision(values: dict[str, Any], source: str | None = None) -> dict[str, Any]:
     """Config files written before ``precision`` carry ``fp16: true|false``: true (mixed precision where
     it helps) is today's ``auto``, false is ``fp32``; an explicit ``precision`` wins."""
     if "fp16" not in values:
         return values
     values = dict(values)
-    fp16 = values.pop("fp16")
+    try:
+        fp16 = _to_bool(values.pop("fp16"))
+    except ValueError as e:
+        raise ConfigError(f"{source + ': ' if source else ''}fp16 must be true or false, got {e.args[0]!r}") from None
     values.setdefault("precision", "auto" if fp16 else "fp32")
     return values
 

@@ -200,7 +200,7 @@ def test_bad_bundle_description_in_predict_cli(tmp_path):
 
 @pytest.mark.parametrize("text, key, value", [
     ('epochs: "10"', "epochs", 10), ('size: "256"', "size", 256), ("epochs: 1e2", "epochs", 100),
-    ("bs: 8.0", "bs", 8), ('bs: "auto"', "bs", "auto"), ('lr: "3e-3"', "lr", 0.003), ("fp16: 'yes'", "fp16", True),
+    ("bs: 8.0", "bs", 8), ('bs: "auto"', "bs", "auto"), ('lr: "3e-3"', "lr", 0.003), ("fp16: 'yes'", "precision", "auto"), ("fp16: 'off'", "precision", "fp32"),
     ('sync_bn: "false"', "sync_bn", False), ('compile: "TRUE"', "compile", True), ("progressive: off", "progressive", "off"),
     ('class_weights: ["1", 2]', "class_weights", (1.0, 2.0)), ("name: 2024", "name", "2024"),
     ("size: null", "size", None), ("valid_pct: '0.3'", "valid_pct", 0.3),

@@ -51,7 +51,8 @@ def model_file(tmp_path_factory) -> Path:
     """A TorchScript model file as `fastseg export` writes it (no training needed)."""
     from fastseg.export import write_torchscript
 
-    info = {"arch": "Unet", "encoder": "tiny-test-net", "codes": CODES, "mean": [0.5] * 3, "std": [0.25] * 3}
+    # the metadata must pass the bundle checks (a real encoder name); the module itself is a 1x1 convolution
+    info = {"arch": "Unet", "encoder": "timm-efficientnet-b0", "codes": CODES, "mean": [0.5] * 3, "std": [0.25] * 3}
     return write_torchscript(tiny_net(), info, tmp_path_factory.mktemp("model") / "tiny.pt").path
 
 
