@@ -25,7 +25,7 @@ def trained(tmp_path_factory, tiny_data):
     from fastseg.train import fit
 
     out = tmp_path_factory.mktemp("export") / "model.pkl"
-    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(out),
+    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(out), precision="fp32",
                     runs_dir=str(out.parent / "runs"), name="trained")  # run folder under tmp, not ./runs
     return fit(cfg)
 
