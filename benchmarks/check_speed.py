@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastseg.check import check
+from fastseg.data.check import check
 
 
 def make_set(root: Path, n: int, side: int) -> Path:

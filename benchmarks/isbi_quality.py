@@ -141,8 +141,8 @@ def evaluate_model(model, data: Path) -> dict:
 
 def run_fastseg(data: Path, work: Path, epochs: int, seed: int = 42) -> tuple[dict, float, dict]:
     from fastseg.config import FitConfig
-    from fastseg.evaluate import evaluate
-    from fastseg.train import fit
+    from fastseg.infer.evaluate import evaluate
+    from fastseg.train.loop import fit
 
     cfg = FitConfig(data=str(data), epochs=epochs, weights="none", runs_dir=str(work / "runs"), name="isbi", seed=seed,
                     export=str(work / "isbi.pkl"))  # defaults otherwise: size 256, bs 8, aug auto, progressive auto, lr auto
@@ -164,7 +164,7 @@ def fastseg_epochs(budget: float, bs: int, sps: float, sps_small: float, n_train
     first ``small_epochs(n)``): 4 crops per slice, ``n_train * 4 // bs`` steps of ``sps_small``.
     Validation of the 6 centre crops costs about half a step of 4; LR finder, data set-up, export and
     plots ~25 s (measured when a step of 4 took 2.1 s: 12 steps of 4, 6 of 8)."""
-    from fastseg.progressive import PROGRESSIVE_MIN_EPOCHS, crops_per_image, small_epochs
+    from fastseg.train.progressive import PROGRESSIVE_MIN_EPOCHS, crops_per_image, small_epochs
 
     crops = crops_per_image(CROP, CROP // 2)
 

@@ -101,7 +101,7 @@ def read_masks(data: Path, names: list[str]):
 
 @torch.inference_mode()
 def evaluate_plain(model, imgs, masks) -> dict:
-    """Whole slices, padded to a multiple of 32 (reflect, as fastseg.predict does), cropped back."""
+    """Whole slices, padded to a multiple of 32 (reflect, as fastseg.infer.predictor does), cropped back."""
     from fastseg.metrics import confusion_matrix, scores_from_confusion
 
     model.eval()
@@ -117,8 +117,8 @@ def evaluate_plain(model, imgs, masks) -> dict:
 
 def run_fastseg(data: Path, work: Path, epochs: int, seed: int) -> tuple[dict, float, dict]:
     from fastseg.config import FitConfig
-    from fastseg.evaluate import evaluate
-    from fastseg.train import fit
+    from fastseg.infer.evaluate import evaluate
+    from fastseg.train.loop import fit
 
     cfg = FitConfig(data=str(data), epochs=epochs, weights="none", runs_dir=str(work / "runs"), name="mni",
                     seed=seed, export=str(work / "mni.pkl"))  # defaults otherwise
@@ -151,8 +151,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mni-bench-") as tmp:
         data = Path(tmp) / "data"
         train, valid = build_dataset(data)
-        from fastseg.data import discover
-        from fastseg.loaders import auto_size
+        from fastseg.data.dataset import discover
+        from fastseg.train.loaders import auto_size
 
         crop = auto_size(discover(data), None)
         sps = seconds_per_step(BS, channels_last=True, crop=crop, classes=len(CODES))

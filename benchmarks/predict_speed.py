@@ -82,7 +82,7 @@ def make_images(folder: Path, n: int, size: int, data: Path) -> list[Path]:
 def train_model(work: Path, data: Path, epochs: int, bs: int) -> Path:
     """A briefly trained model (.pkl, bundle, fit-time agreement) and its int8 ONNX beside it."""
     from fastseg.config import FitConfig
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     cfg = FitConfig(data=str(data), weights="none", bs=bs, epochs=epochs, lr=3e-3, export=str(work / "model.pkl"),
                     runs_dir=str(work / "runs"), progressive="off")
@@ -92,8 +92,8 @@ def train_model(work: Path, data: Path, epochs: int, bs: int) -> Path:
 
 
 def ensure_int8(pkl: Path, calib: str | None) -> None:
-    from fastseg.export import export_model
-    from fastseg.quantize import int8_path_for
+    from fastseg.export.formats import export_model
+    from fastseg.export.quantize import int8_path_for
 
     if int8_path_for(pkl).is_file():
         return
@@ -106,7 +106,7 @@ def main_path(predictor):
     channels_last-strided tensor, softmax before the argmax): the "today's default" baseline row."""
     import dataclasses
 
-    from fastseg.predict import Predictor
+    from fastseg.infer.predictor import Predictor
 
     class MainPredictor(Predictor):
         def _forward(self, batch, cfg):
@@ -118,7 +118,7 @@ def main_path(predictor):
 
 
 def backends_to_run() -> list[str]:
-    from fastseg.backends import onnx_available, openvino_available
+    from fastseg.infer.backends import onnx_available, openvino_available
 
     names = ["torch", "torch-bf16"]
     if onnx_available():
@@ -150,7 +150,7 @@ def main(argv=None) -> None:
 
     warnings.filterwarnings("ignore")
     from fastseg.config import PredictConfig
-    from fastseg.predict import load, predict_paths
+    from fastseg.infer.predictor import load, predict_paths
 
     with tempfile.TemporaryDirectory(prefix="fastseg-bench-") as tmp:
         work = Path(tmp)

@@ -114,8 +114,8 @@ class Phases:
 
 def load_tensors(spec):
     """Every training image and mask decoded once: uint8 N x 3 x H x W and N x H x W class indices."""
-    from fastseg.loaders import _open_image
-    from fastseg.data import read_mask
+    from fastseg.train.loaders import _open_image
+    from fastseg.data.dataset import read_mask
 
     lut = np.asarray(spec.lut, dtype=np.uint8)
     xs = torch.stack([torch.from_numpy(np.array(_open_image(s.image))).permute(2, 0, 1) for s in spec.train])
@@ -321,7 +321,7 @@ def parse_args(argv):
 
 def fastseg_runner(cfg, spec, work: Path, epochs: int):
     """A fastseg learner (as `fastseg fit` builds it) and a function running one round: ``fit_one_cycle``."""
-    from fastseg.train import build_learner
+    from fastseg.train.loop import build_learner
 
     said = []
     learn, _, _ = build_learner(cfg, said.append, spec=spec, workdir=work)
@@ -339,7 +339,7 @@ def plain_runner(cfg, spec, device, steps, gen, tuned: bool, compile: bool):
     """(a) naive or (c) tuned plain PyTorch loop: same model, optimiser settings and crops as fastseg."""
     from functools import partial
 
-    from fastseg.losses import make_loss
+    from fastseg.train.losses import make_loss
     from fastseg.model import build_model
 
     xs, ys = load_tensors(spec)
@@ -361,7 +361,7 @@ def plain_runner(cfg, spec, device, steps, gen, tuned: bool, compile: bool):
 def main(argv=None):
     args = parse_args(argv)
     from fastseg.config import FitConfig
-    from fastseg.data import discover
+    from fastseg.data.dataset import discover
 
     tmp = tempfile.TemporaryDirectory(prefix="fastseg-bench-")
     if args.data:

@@ -3,10 +3,13 @@
 The public Python API; the ``fastseg`` command line is a thin layer over these functions.
 """
 
+from . import _compat
 from .config import FitConfig
 from .errors import ConfigError, DataError, FastsegError, ModelError, WeightsError
 
 __version__ = "0.1.0"
+
+_compat.install()  # models exported before the stage subpackages name their classes by the old module paths
 
 __all__ = [
     "FitConfig", "FastsegError", "DataError", "WeightsError", "ModelError", "ConfigError",
@@ -15,30 +18,18 @@ __all__ = [
 ]
 
 
+_LAZY = {  # public name -> the module that defines it
+    "fit": "fastseg.train.loop", "lr_find": "fastseg.train.loop", "resume": "fastseg.train.loop",
+    "load": "fastseg.infer.predictor", "Predictor": "fastseg.infer.predictor", "PredictConfig": "fastseg.config",
+    "export_model": "fastseg.export.formats", "discover": "fastseg.data.dataset",
+    "make_demo_data": "fastseg.data.demo", "evaluate": "fastseg.infer.evaluate",
+}
+
+
 def __getattr__(name):
     # Heavy modules (torch, fastai) load on first use, so `import fastseg` and `fastseg --help` stay fast.
-    if name in ("fit", "lr_find"):
-        from . import train
+    if name in _LAZY:
+        import importlib
 
-        return getattr(train, name)
-    if name in ("load", "Predictor"):
-        from . import predict
-
-        return getattr(predict, name)
-    if name == "PredictConfig":
-        from .config import PredictConfig
-
-        return PredictConfig
-    if name == "export_model":
-        from .export import export_model
-
-        return export_model
-    if name == "discover":
-        from .data import discover
-
-        return discover
-    if name == "make_demo_data":
-        from .demo import make_demo_data
-
-        return make_demo_data
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fastseg' has no attribute {name!r}")

@@ -235,9 +235,9 @@ def fit(config_file, lr, resume, quiet, as_json, **options):
     The run ends with runs/<name>/report.html: scores, curves, the worst validation images and the
     commands to resume, evaluate, predict and export (rebuild it with `fastseg report`).
     """
-    from .distributed import is_main_process
-    from .train import fit as run_fit
-    from .train import resume as run_resume
+    from .train.distributed import is_main_process
+    from .train.loop import fit as run_fit
+    from .train.loop import resume as run_resume
 
     options["log"] = options["log"] or None  # none given: the config file's (or the default) list
     notify, progress = _fit_output(quiet, as_json)
@@ -258,7 +258,7 @@ def fit(config_file, lr, resume, quiet, as_json, **options):
     if as_json:
         import json
 
-        from .runs import _jsonable
+        from .train.runs import _jsonable
 
         click.echo(json.dumps(_fit_json(result), default=_jsonable))
         return
@@ -317,7 +317,7 @@ def lr_find_cmd(config_file, plot, **options):
     Example:
       fastseg lr-find --data data --plot exports/lr_find.png
     """
-    from .train import lr_find
+    from .train.loop import lr_find
 
     cfg = build_config(config_file, **options)
     result = lr_find(cfg, notify=_notify, plot=plot)
@@ -371,8 +371,8 @@ def predict(model, inputs, out, recursive, **options):
       fastseg predict exports/model.pkl unlabelled/ --format cvat --out prelabels/   # correct in CVAT, retrain
     """
     from .config import PredictConfig
-    from .outputs import prepare_outputs
-    from .predict import collect_inputs, load, write_predictions
+    from .infer.outputs import prepare_outputs
+    from .infer.predictor import collect_inputs, load, write_predictions
 
     cfg = PredictConfig(**options)
     predictor = load(model, backend=cfg.backend, notify=_notify)
@@ -414,11 +414,11 @@ def export_cmd(model, fmt, out, force, int8, calib):
       fastseg export exports/model.pkl --format onnx
       fastseg export exports/model.pkl --format safetensors --out exports/safe --force
     """
-    from .export import export_model
+    from .export.formats import export_model
 
     res = export_model(model, fmt, out=out, force=force, int8=int8, calib=calib, notify=_notify)
     if res.quantization is not None:
-        from .backends import AGREEMENT_MIN
+        from .infer.backends import AGREEMENT_MIN
 
         q = res.quantization
         click.echo(f"int8: {q['agreement']:.2%} of pixels as fp32 on {q['agreement_images']} validation image(s); "
@@ -446,7 +446,7 @@ def demo_data(directory, n, size, seed, force):
     Example:
       fastseg demo-data data/
     """
-    from .demo import make_demo_data
+    from .data.demo import make_demo_data
 
     out = make_demo_data(directory, n=n, size=size, seed=seed, force=force)
     click.echo(f"wrote {n} images and masks to {out}")
@@ -471,7 +471,7 @@ def check_cmd(data, as_json, **options):
     """
     import json
 
-    from .check import check
+    from .data.check import check
 
     report = check(data, **{k: v for k, v in options.items() if v is not None})
     if as_json:
@@ -530,7 +530,7 @@ def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out):
     import json
     from pathlib import Path
 
-    from .evaluate import evaluate as run_evaluate
+    from .infer.evaluate import evaluate as run_evaluate
 
     details = (out or str(Path(plot).parent)) if per_image or worst else None
     result = run_evaluate(model, data, split=split, plot=plot, bs=bs, details=details, worst=worst or 0,
@@ -557,7 +557,7 @@ def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out):
 
 def _echo_worst(images, k: int) -> None:
     """The K worst images by mIoU, one line each (what worst.png shows)."""
-    from .per_image import worst_indices
+    from .infer.per_image import worst_indices
 
     for i in worst_indices(images.rows, k):
         r = images.rows[i]
@@ -578,6 +578,6 @@ def report_cmd(run):
     Example:
       fastseg report runs/cells
     """
-    from .report import write_report
+    from .report.html import write_report
 
     click.echo(f"wrote {write_report(run)}")

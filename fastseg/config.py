@@ -29,11 +29,11 @@ def silent(message: str) -> None:
 
 WEIGHT_CHOICES = ("imagenet", "none")
 LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc", "coco", "cvat", "labelme")  # layouts.LAYOUTS + auto
-LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.losses implements each
+LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.train.losses implements each
 CACHE_CHOICES = ("auto", "ram", "none")
-AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.augment.seg_batch_tfms builds each
-PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.progressive.progressive_size decides "auto"
-LOG_CHOICES = ("tensorboard", "mlflow", "wandb")  # fastseg.tracking.TRACKERS implements each
+AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.train.augment.seg_batch_tfms builds each
+PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.train.progressive.progressive_size decides "auto"
+LOG_CHOICES = ("tensorboard", "mlflow", "wandb")  # fastseg.train.tracking.TRACKERS implements each
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fastseg.device.decide_precision decides "auto"
 
 
@@ -335,8 +335,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in values.items()}
 
 
-BACKEND_CHOICES = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino")  # fastseg.backends builds each
-FORMAT_CHOICES = ("png", "coco", "cvat")  # fastseg.prelabels writes coco and cvat
+BACKEND_CHOICES = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino")  # fastseg.infer.backends builds each
+FORMAT_CHOICES = ("png", "coco", "cvat")  # fastseg.infer.prelabels writes coco and cvat
 
 
 @dataclass(frozen=True)

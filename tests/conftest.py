@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fastseg.demo import make_demo_data
+from fastseg.data.demo import make_demo_data
 
 ISBI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi2012-membrane"
 
@@ -22,7 +22,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, tiny_data):
     """One epoch on the tiny set with random init; returns the FitResult (export under tmp)."""
     from fastseg.config import FitConfig
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     out = tmp_path_factory.mktemp("export") / "model.pkl"
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(out), precision="fp32",

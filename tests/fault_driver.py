@@ -48,55 +48,55 @@ def hold(point: str) -> None:
 def patch(point: str) -> None:
     from fastai.callback.core import Callback
 
-    import fastseg.callbacks
-    import fastseg.export
-    import fastseg.publish
-    import fastseg.train
+    import fastseg.train.callbacks
+    import fastseg.export.formats
+    import fastseg.export.publish
+    import fastseg.train.loop
 
-    best_init = fastseg.callbacks.BestCheckpoint.__init__
+    best_init = fastseg.train.callbacks.BestCheckpoint.__init__
 
     def every_epoch_best(self, *args, **kwargs):
         best_init(self, *args, **kwargs)
         self.comp = lambda value, best: True
 
-    fastseg.callbacks.BestCheckpoint.__init__ = every_epoch_best
+    fastseg.train.callbacks.BestCheckpoint.__init__ = every_epoch_best
     if point == "mid-epoch":
-        cbs = fastseg.train.training_cbs
+        cbs = fastseg.train.loop.training_cbs
 
         class Hold(Callback):
             def after_batch(self):
                 if self.training and self.epoch == 1:
                     hold(point)
 
-        fastseg.train.training_cbs = lambda cfg: [*cbs(cfg), Hold()]
+        fastseg.train.loop.training_cbs = lambda cfg: [*cbs(cfg), Hold()]
     elif point in ("in-best-write", "in-last-write", "before-promote"):
         patch_checkpoints(point)
     elif point == "export-run":
-        fastseg.export.export_bundle_beside = lambda learn, pkl: hold(point)
+        fastseg.export.formats.export_bundle_beside = lambda learn, pkl: hold(point)
     elif point == "export-copy":
-        fastseg.publish.atomic_dir = lambda dest: hold(point)
+        fastseg.export.publish.atomic_dir = lambda dest: hold(point)
 
 
 def patch_checkpoints(point: str) -> None:
     import torch
 
-    import fastseg.runs
+    import fastseg.train.runs
 
-    save = fastseg.runs._save
+    save = fastseg.train.runs._save
 
     def held_save(dest, payload):
-        epoch = payload.get("epoch") if dest.name == fastseg.runs.LAST else payload.get("epoch", -1) + 1
+        epoch = payload.get("epoch") if dest.name == fastseg.train.runs.LAST else payload.get("epoch", -1) + 1
         if epoch != 2:
             return save(dest, payload)
-        if (point, dest.name) in (("in-best-write", fastseg.runs.BEST_NEXT), ("in-last-write", fastseg.runs.LAST)):
-            with fastseg.runs.atomic_path(dest) as tmp:  # written, not yet renamed into place
+        if (point, dest.name) in (("in-best-write", fastseg.train.runs.BEST_NEXT), ("in-last-write", fastseg.train.runs.LAST)):
+            with fastseg.train.runs.atomic_path(dest) as tmp:  # written, not yet renamed into place
                 torch.save(payload, tmp)
                 hold(point)
         save(dest, payload)
-        if point == "before-promote" and dest.name == fastseg.runs.LAST:
+        if point == "before-promote" and dest.name == fastseg.train.runs.LAST:
             hold(point)
 
-    fastseg.runs._save = held_save
+    fastseg.train.runs._save = held_save
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from fastseg.check import check
+from fastseg.data.check import check
 from fastseg.cli import main
 from layout_sets import make_camvid, make_colour, make_folders, make_segnet, make_voc, save_image, save_mask, snapshot
 

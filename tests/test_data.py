@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastseg.data import IGNORE_INDEX, discover, read_mask
-from fastseg.loaders import MaskForImage, auto_size
-from fastseg.demo import DEMO_CODES, make_demo_data
+from fastseg.data.dataset import IGNORE_INDEX, discover, read_mask
+from fastseg.train.loaders import MaskForImage, auto_size
+from fastseg.data.demo import DEMO_CODES, make_demo_data
 from fastseg.errors import DataError
 
 
@@ -123,7 +123,7 @@ def test_isbi_binary_masks(isbi):
 
 # ---- layouts, mask formats, void (issue 3) ----------------------------------------------------
 
-from fastseg.data import VOC_CODES, inspect_data, read_colors  # noqa: E402
+from fastseg.data.dataset import VOC_CODES, inspect_data, read_colors  # noqa: E402
 from layout_sets import COLORS, make_camvid, make_colour, make_folders, make_segnet, make_voc, save_mask  # noqa: E402
 
 
@@ -264,7 +264,7 @@ def test_inspect_reports_every_problem(tmp_path):
 
 
 def test_colour_masks_reach_the_dataloaders_as_class_indices(tmp_path):
-    from fastseg.loaders import make_dataloaders
+    from fastseg.train.loaders import make_dataloaders
 
     spec = discover(make_colour(tmp_path / "c", n=4))
     dls = make_dataloaders(spec, size=32, bs=2)
@@ -283,7 +283,7 @@ def test_maskforimage_pickles_with_colour_decoder(tmp_path):
 
 
 def test_isbi_check_report(isbi):
-    from fastseg.check import check
+    from fastseg.data.check import check
 
     report = check(isbi)
     assert report.ok and report.layout == "images+masks" and report.counts == {"train": 24, "valid": 6}
@@ -295,7 +295,7 @@ def test_isbi_check_report(isbi):
 def test_fit_one_epoch_on_voc_layout_with_void_border(tmp_path):
     """VOC palette masks with a 255 border train end to end; void pixels stay out of the metrics."""
     from fastseg.config import FitConfig
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     root = make_voc(tmp_path / "voc")
     cfg = FitConfig(data=str(root), epochs=1, lr=1e-3, bs=2, size=32, weights="none", export=str(tmp_path / "m.pkl"))

@@ -113,7 +113,7 @@ def test_tune_learner_cpu_and_channels_last():
 def test_checkpoints_written_while_compiled_load_into_the_plain_model(tmp_path):
     """A --compile fit saves best.pth/last.pth mid-fit, while learn.model is the compiled wrapper:
     the files must hold the plain module's keys (found on a GPU run: '_orig_mod.' keys broke the export)."""
-    from fastseg.runs import RunState, load_best, load_run_state, model_state, save_epoch
+    from fastseg.train.runs import RunState, load_best, load_run_state, model_state, save_epoch
 
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     learn = SimpleNamespace(model=torch.compile(plain), opt=None, path=tmp_path, model_dir="models")

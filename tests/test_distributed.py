@@ -121,7 +121,7 @@ def _torchrun_fit(cwd: Path, data: Path, out: Path, *options: str) -> str:
 def test_torchrun_two_cpu_processes_train_one_model(tmp_path):
     from fastai.learner import load_learner
 
-    from fastseg.demo import make_demo_data
+    from fastseg.data.demo import make_demo_data
 
     # 7 train / 3 valid: odd sizes, so DistributedDL must pad one shard and the metrics must drop it.
     data = make_demo_data(tmp_path / "data", n=10, size=64, seed=3, n_valid=3)
@@ -154,8 +154,8 @@ def test_torchrun_progressive_resizing_switches_loaders_in_every_process(tmp_pat
 
     from fastai.learner import load_learner
 
-    from fastseg.demo import make_demo_data
-    from fastseg.transforms import SegCrop
+    from fastseg.data.demo import make_demo_data
+    from fastseg.train.transforms import SegCrop
 
     data = make_demo_data(tmp_path / "data", n=10, size=64, seed=3, n_valid=3)
     out = tmp_path / "out"

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from fastseg.bundle import bundle_path_for
+from fastseg.export.bundle import bundle_path_for
 from fastseg.cli import main
 
 pytestmark = pytest.mark.slow
@@ -21,11 +21,11 @@ def _numpy_iou(pred, truth, k):
 
 def test_evaluate_matches_an_independent_count(trained, tiny_data, tmp_path):
     import fastseg
-    from fastseg.evaluate import evaluate
+    from fastseg.infer.evaluate import evaluate
 
     res = evaluate(trained.export, tiny_data, split="valid", plot=tmp_path / "cm.png")
     assert res.n_images == 2 and (tmp_path / "cm.png").is_file()
-    from fastseg.data import discover
+    from fastseg.data.dataset import discover
 
     valid = discover(tiny_data).valid
     preds = fastseg.load(trained.export).predict([s.image for s in valid])
@@ -65,7 +65,7 @@ def test_evaluate_test_split_needs_test_txt(trained, tiny_data):
 
 
 def test_evaluate_refuses_data_with_other_classes(trained, tmp_path):
-    from fastseg.demo import make_demo_data
+    from fastseg.data.demo import make_demo_data
 
     other = make_demo_data(tmp_path / "other", n=3, size=32, seed=2, n_valid=1)
     (other / "codes.txt").write_text("background\ndisc\nsquare\nstar\n")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fastseg.bundle import INFO_FILE, WEIGHTS_FILE, bundle_path_for
+from fastseg.export.bundle import INFO_FILE, WEIGHTS_FILE, bundle_path_for
 from fastseg.cli import main
 from fastseg.errors import ModelError
 
@@ -66,7 +66,7 @@ def test_onnx_export_dynamic_axes_metadata_and_overwrite(runner, trained, tmp_pa
 
 @pytest.mark.slow
 def test_bundle_and_torchscript_exports(runner, trained, tmp_path):
-    from fastseg.predict import load
+    from fastseg.infer.predictor import load
 
     b = tmp_path / "safe"
     res = runner.invoke(main, ["export", str(trained.export), "--format", "safetensors", "--out", str(b)])
@@ -88,7 +88,7 @@ def test_bundle_and_torchscript_exports(runner, trained, tmp_path):
 
 @pytest.mark.slow
 def test_onnx_check_failure_writes_nothing(trained, tmp_path, monkeypatch):
-    import fastseg.export as export
+    import fastseg.export.formats as export
 
     monkeypatch.setattr(export, "ONNX_TOLERANCE", 0.0)
     out = tmp_path / "m.onnx"
@@ -98,7 +98,7 @@ def test_onnx_check_failure_writes_nothing(trained, tmp_path, monkeypatch):
 
 
 def test_missing_onnxruntime_is_a_clear_error(tmp_path, monkeypatch):
-    from fastseg.predict import load
+    from fastseg.infer.predictor import load
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     f = tmp_path / "m.onnx"

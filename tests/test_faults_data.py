@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastseg.check import check
-from fastseg.data import discover
+from fastseg.data.check import check
+from fastseg.data.dataset import discover
 from fastseg.errors import DataError
-from fastseg.evaluate import select_split
-from fastseg.images import IGNORE_INDEX, image_size, read_image, read_mask
+from fastseg.infer.evaluate import select_split
+from fastseg.data.images import IGNORE_INDEX, image_size, read_image, read_mask
 from layout_sets import make_folders, make_segnet, save_image, save_mask
 
 SIDE = 32
@@ -63,7 +63,7 @@ def test_exif_orientation_is_applied_by_every_reader(tmp_path, orientation):
 
 @pytest.mark.slow
 def test_prediction_of_a_rotated_photo_has_the_displayed_size(trained, tmp_path):
-    from fastseg.predict import load, load_image, predict_paths
+    from fastseg.infer.predictor import load, load_image, predict_paths
 
     root, shown, _ = _phone_set(tmp_path / "d", 6)
     predictor = load(trained.export, backend="torch")
@@ -89,7 +89,7 @@ def _wide_set(root):
 
 
 def test_16bit_images_of_one_set_are_scaled_by_one_rule(tmp_path):
-    from fastseg.loaders import ImageForPath, make_dataloaders
+    from fastseg.train.loaders import ImageForPath, make_dataloaders
 
     notes = []
     spec = discover(_wide_set(tmp_path / "d"), notify=notes.append)
@@ -113,9 +113,9 @@ def _bundle(cfg, dest):
     """The model ``fit`` would export for ``cfg``, untrained (no epochs needed to test what it stores)."""
     import shutil
 
-    from fastseg.bundle import write_bundle
-    from fastseg.predict import Predictor
-    from fastseg.train import build_learner
+    from fastseg.export.bundle import write_bundle
+    from fastseg.infer.predictor import Predictor
+    from fastseg.train.loop import build_learner
 
     learn, spec, _ = build_learner(cfg)
     shutil.rmtree(learn.path, ignore_errors=True)
@@ -126,7 +126,7 @@ def test_predict_scales_arrays_and_files_by_the_stored_rule(tmp_path):
     import json
 
     from fastseg.config import FitConfig
-    from fastseg.predict import load
+    from fastseg.infer.predictor import load
 
     root = _wide_set(tmp_path / "d")
     bundle, spec = _bundle(FitConfig(data=str(root), weights="none", bs=2, num_workers=0, cache="none"),
@@ -192,7 +192,7 @@ def _void_set(root):
 
 def test_evaluate_reads_masks_with_the_options_training_used(tmp_path):
     from fastseg.config import FitConfig
-    from fastseg.evaluate import evaluate
+    from fastseg.infer.evaluate import evaluate
 
     root, table = _colour_set(tmp_path / "colour")
     cfg = FitConfig(data=str(root), weights="none", bs=2, num_workers=0, cache="none", colors=str(table))

@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fastseg.bundle import INFO_FILE, bundle_path_for, read_info
+from fastseg.export.bundle import INFO_FILE, bundle_path_for, read_info
 from fastseg.cli import main
 from fastseg.config import FitConfig, PredictConfig
 from fastseg.errors import ConfigError, ModelError, WeightsError
-from fastseg.predict import MODEL_KINDS, load
+from fastseg.infer.predictor import MODEL_KINDS, load
 
 ENC = "timm-efficientnet-b0"
 
@@ -94,7 +94,7 @@ def _forbid_python_unpickling(monkeypatch):
 @pytest.mark.slow
 def test_torchscript_loads_without_python_unpickling(trained, tmp_path, monkeypatch):
     """torch.jit.load reads the archive in C++ (its unpickler only rebuilds tensors and TorchScript types)."""
-    from fastseg.export import export_model
+    from fastseg.export.formats import export_model
 
     ts = export_model(bundle_path_for(trained.export), "torchscript", out=tmp_path / "m.pt").path
     _forbid_python_unpickling(monkeypatch)
@@ -266,8 +266,8 @@ def test_cache_decision_counts_every_local_process():
 
 def test_cache_ram_that_does_not_fit_is_refused(tiny_data, monkeypatch):
     import fastseg.device as device
-    from fastseg.data import discover
-    from fastseg.loaders import dataloaders_for
+    from fastseg.data.dataset import discover
+    from fastseg.train.loaders import dataloaders_for
 
     monkeypatch.setattr(device, "available_ram", lambda: 1000)
     with pytest.raises(ConfigError, match=r"^--cache ram: the decoded images need 0\.0 GiB of RAM, but only 0\.0 GiB"):
@@ -276,8 +276,8 @@ def test_cache_ram_that_does_not_fit_is_refused(tiny_data, monkeypatch):
 
 def test_auto_cache_counts_local_processes(tiny_data, monkeypatch):
     import fastseg.device as device
-    from fastseg.data import discover
-    from fastseg.loaders import cache_bytes, dataloaders_for
+    from fastseg.data.dataset import discover
+    from fastseg.train.loaders import cache_bytes, dataloaders_for
 
     spec = discover(tiny_data)
     monkeypatch.setattr(device, "available_ram", lambda: 4 * 2 * cache_bytes(spec))  # one copy fits 25%, four do not
@@ -291,9 +291,9 @@ def test_auto_cache_counts_local_processes(tiny_data, monkeypatch):
 
 def test_other_ranks_take_rank_0s_cache_decision(tiny_data, monkeypatch):
     import fastseg.device as device
-    import fastseg.distributed as distributed
-    from fastseg.data import discover
-    from fastseg.loaders import dataloaders_for
+    import fastseg.train.distributed as distributed
+    from fastseg.data.dataset import discover
+    from fastseg.train.loaders import dataloaders_for
 
     def no_reading():
         raise AssertionError("a rank other than 0 read the free RAM")

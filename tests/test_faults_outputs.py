@@ -19,7 +19,7 @@ from PIL import Image
 from fastseg.cli import main
 from fastseg.config import PredictConfig
 from fastseg.errors import DataError, FastsegError
-from fastseg.predict import Predictor, collect_inputs, predict_paths
+from fastseg.infer.predictor import Predictor, collect_inputs, predict_paths
 
 CODES = ["a", "b", "c"]
 
@@ -49,7 +49,7 @@ def predictor() -> Predictor:
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     """A TorchScript model file as `fastseg export` writes it (no training needed)."""
-    from fastseg.export import write_torchscript
+    from fastseg.export.formats import write_torchscript
 
     # the metadata must pass the bundle checks (a real encoder name); the module itself is a 1x1 convolution
     info = {"arch": "Unet", "encoder": "timm-efficientnet-b0", "codes": CODES, "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -99,7 +99,7 @@ def test_out_that_holds_ground_truth_masks_of_the_same_names_is_refused(model_fi
 
 
 def test_links_to_inputs_and_the_model_count_as_inputs(tmp_path):
-    from fastseg.outputs import prepare_outputs
+    from fastseg.infer.outputs import prepare_outputs
 
     src = images(tmp_path / "in", ["a.jpg", "b.jpg"])
     out = tmp_path / "out"
@@ -136,7 +136,7 @@ def test_rerun_replaces_its_own_outputs_but_never_a_corrected_mask(predictor, tm
 
 
 def test_the_record_survives_concurrent_writers_and_torn_lines(tmp_path):
-    from fastseg.outputs import OutputFolder
+    from fastseg.infer.outputs import OutputFolder
 
     folder = OutputFolder(tmp_path / "out")
     rels = [Path(f"t{t}/f{i}.png") for t in range(8) for i in range(25)]
@@ -196,7 +196,7 @@ def test_a_failed_write_stops_the_run_at_once(predictor, tmp_path, monkeypatch):
 def test_pending_writes_stay_bounded_behind_a_slow_writer(predictor, tmp_path, monkeypatch):
     import queue
 
-    import fastseg.predict as predict_mod
+    import fastseg.infer.predictor as predict_mod
 
     n, cfg = 10, PredictConfig(bs=1, workers=0)
     bound = 2 * cfg.bs + 1  # two batches queued (predict.pending_writes), plus the one being written
@@ -247,7 +247,7 @@ def low_pixel_limit(monkeypatch):
 
 
 def test_readers_turn_a_bomb_into_a_data_error(tmp_path, low_pixel_limit):
-    from fastseg.images import image_size, read_color_mask, read_image, read_mask
+    from fastseg.data.images import image_size, read_color_mask, read_image, read_mask
 
     path = images(tmp_path, ["big.png"], size=(60, 40)) / "big.png"
     for reader, what in ((read_image, "image"), (image_size, "image"), (read_mask, "mask"), (read_color_mask, "mask")):
@@ -258,8 +258,8 @@ def test_readers_turn_a_bomb_into_a_data_error(tmp_path, low_pixel_limit):
 
 
 def test_check_lists_a_bomb_as_a_problem_of_its_file(tmp_path, low_pixel_limit):
-    from fastseg.check import check
-    from fastseg.demo import make_demo_data
+    from fastseg.data.check import check
+    from fastseg.data.demo import make_demo_data
 
     data = make_demo_data(tmp_path / "data", n=4, size=16, seed=1, n_valid=1)  # 256 pixels: under the limit
     big = images(data / "images", ["shapes_000.jpg"], size=(60, 40)) / "shapes_000.jpg"
@@ -293,7 +293,7 @@ def test_tile_predicts_an_image_over_the_limit_and_restores_it(predictor, tmp_pa
 
 
 def test_tiled_rows_stream_and_match_the_whole_blend():
-    from fastseg.tiling import blend_window, tile_starts, tiled_rows
+    from fastseg.infer.tiling import blend_window, tile_starts, tiled_rows
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (150, 110, 3), dtype=np.uint8)

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from fault_driver import kill_at
 
-from fastseg.bundle import INFO_FILE, WEIGHTS_FILE, bundle_path_for
+from fastseg.export.bundle import INFO_FILE, WEIGHTS_FILE, bundle_path_for
 from fastseg.cli import main
 from fastseg.errors import ConfigError, TrainingError
 from fastseg.io import sha256_file
@@ -57,7 +57,7 @@ def _earlier_model(trained, dest: Path) -> None:
 
 
 def test_run_state_payload_loads_with_weights_only(tmp_path):
-    from fastseg.runs import CHECKPOINT_VERSION, RunState
+    from fastseg.train.runs import CHECKPOINT_VERSION, RunState
 
     opt = {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": np.float64(1e-3), "betas": (0.9, 0.99)}]}
     state = RunState(epoch=2, total_epochs=5, lr=1e-3, lr_source="given", best=np.float64(0.5), best_epoch=1,
@@ -71,7 +71,7 @@ def test_run_state_payload_loads_with_weights_only(tmp_path):
 
 
 def test_newer_checkpoint_version_is_refused():
-    from fastseg.runs import RunState
+    from fastseg.train.runs import RunState
 
     with pytest.raises(TrainingError) as e:
         RunState.from_payload({"version": 99, "epoch": 1, "total_epochs": 2, "model": {}}, "runs/x/last.pth")
@@ -84,7 +84,7 @@ def test_newer_checkpoint_version_is_refused():
     ("last", 1, 1),  # last.pth names the new best: rolled forward
 ])
 def test_settle_best_follows_last_pth(tmp_path, killed_after, best_epoch_in_last, held):
-    from fastseg.runs import BEST, BEST_NEXT, RunState, load_best, save_epoch, settle_best
+    from fastseg.train.runs import BEST, BEST_NEXT, RunState, load_best, save_epoch, settle_best
 
     model = {"w": torch.zeros(1)}
     save_epoch(tmp_path, RunState(epoch=1, total_epochs=3, lr=1.0, lr_source="given", best_epoch=0, model=model), model)
@@ -99,7 +99,7 @@ def test_settle_best_follows_last_pth(tmp_path, killed_after, best_epoch_in_last
 
 
 def test_best_pth_of_another_epoch_is_reported(tmp_path):
-    from fastseg.runs import RunState, save_epoch, settle_best
+    from fastseg.train.runs import RunState, save_epoch, settle_best
 
     model = {"w": torch.zeros(1)}
     save_epoch(tmp_path, RunState(epoch=1, total_epochs=3, lr=1.0, lr_source="given", best_epoch=0, model=model), model)
@@ -143,7 +143,7 @@ def _destination_case(case: str, tmp: Path) -> tuple[Path, str]:
                                   "not its bundle's"])
 def test_bad_export_destination_is_refused_before_training(tiny_data, tmp_path, case):
     from fastseg.config import FitConfig
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     dest, message = _destination_case(case, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
@@ -208,7 +208,7 @@ def _legacy_export(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_an_export_that_is_its_models_only_copy_moves_into_its_run_folder(tmp_path):
-    from fastseg.publish import publish
+    from fastseg.export.publish import publish
 
     dest, old_run = _legacy_export(tmp_path)
     before = sha256_file(dest)
@@ -223,7 +223,7 @@ def test_an_export_that_is_its_models_only_copy_moves_into_its_run_folder(tmp_pa
 
 def test_an_export_whose_run_folder_is_gone_is_not_replaced(tiny_data, tmp_path):
     from fastseg.config import FitConfig
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     dest, old_run = _legacy_export(tmp_path)
     shutil.rmtree(old_run)
@@ -237,7 +237,7 @@ def test_an_export_whose_run_folder_is_gone_is_not_replaced(tiny_data, tmp_path)
 
 
 def _publish_many(pkl: Path, dest: Path, n: int) -> None:
-    from fastseg.publish import publish
+    from fastseg.export.publish import publish
 
     for _ in range(n):
         said = []
@@ -285,19 +285,19 @@ def test_second_fit_keeps_the_first_model_and_a_failed_finish_can_be_resumed(tra
                                                                             monkeypatch):
     """The earlier model at --export stays until this run's copy replaces it (saying whose it was), its run
     folder keeps its own copy; a disk-full copy after the last epoch leaves a run that --resume finishes."""
-    import fastseg.publish
+    import fastseg.export.publish
     from fastseg.config import FitConfig
-    from fastseg.train import fit, resume
+    from fastseg.train.loop import fit, resume
 
     dest = tmp_path / "exports" / "model.pkl"
     _earlier_model(trained, dest)
     earlier = sha256_file(trained.run / "model.pkl")
-    copy = fastseg.publish.atomic_dir
+    copy = fastseg.export.publish.atomic_dir
 
     def full_disk(path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(fastseg.publish, "atomic_dir", full_disk)
+    monkeypatch.setattr(fastseg.export.publish, "atomic_dir", full_disk)
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(dest),
                     runs_dir=str(tmp_path / "runs"), name="second")
     run = tmp_path / "runs" / "second"
@@ -306,7 +306,7 @@ def test_second_fit_keeps_the_first_model_and_a_failed_finish_can_be_resumed(tra
     assert str(e.value) == (f"{run}: cannot finish the run (No space left on device: {bundle_path_for(dest)}); its "
                             f"training is saved (1 epoch), so once that is fixed: fastseg fit --resume {run}")
     assert (run / "metrics.json").is_file() and not (run / "finished.json").exists()
-    monkeypatch.setattr(fastseg.publish, "atomic_dir", copy)
+    monkeypatch.setattr(fastseg.export.publish, "atomic_dir", copy)
     said = []
     result = resume(run, notify=said.append)
     assert f"{run}: every epoch is trained; finishing the run (export, metrics.json, plots)" in said
@@ -340,9 +340,9 @@ def _legacy_checkpoint(run: Path) -> None:
 def test_ctrl_c_changed_data_old_checkpoint_and_full_disk_all_resume(tiny_data, tmp_path, monkeypatch):
     from fastai.callback.core import Callback
 
-    import fastseg.callbacks
-    import fastseg.train
-    from fastseg.train import resume
+    import fastseg.train.callbacks
+    import fastseg.train.loop
+    from fastseg.train.loop import resume
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -353,14 +353,14 @@ def test_ctrl_c_changed_data_old_checkpoint_and_full_disk_all_resume(tiny_data, 
             if self.epoch == 1:
                 raise KeyboardInterrupt
 
-    cbs = fastseg.train.training_cbs
-    monkeypatch.setattr(fastseg.train, "training_cbs", lambda cfg: [*cbs(cfg), CtrlC()])
+    cbs = fastseg.train.loop.training_cbs
+    monkeypatch.setattr(fastseg.train.loop, "training_cbs", lambda cfg: [*cbs(cfg), CtrlC()])
     res = CliRunner().invoke(main, ["fit", "--data", str(data), *TINY_FIT, "--runs-dir", str(tmp_path / "runs"),
                                     "--name", "r", "--export", str(tmp_path / "m.pkl")])
     assert res.exit_code == 130
     assert res.output.strip().splitlines()[-1] == (f"Error: interrupted after epoch 1 of 3 was saved in {run}; "
                                                    f"continue with: fastseg fit --resume {run}")
-    monkeypatch.setattr(fastseg.train, "training_cbs", cbs)
+    monkeypatch.setattr(fastseg.train.loop, "training_cbs", cbs)
 
     moved = [data / "images" / "shapes_000.jpg", data / "masks" / "shapes_000.png"]
     for f in moved:
@@ -380,18 +380,18 @@ def test_ctrl_c_changed_data_old_checkpoint_and_full_disk_all_resume(tiny_data, 
     shutil.copyfile(tiny_data / "codes.txt", data / "codes.txt")
 
     _legacy_checkpoint(run)
-    save = fastseg.callbacks.save_epoch
+    save = fastseg.train.callbacks.save_epoch
 
     def full_disk(folder, state, best=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(fastseg.callbacks, "save_epoch", full_disk)
+    monkeypatch.setattr(fastseg.train.callbacks, "save_epoch", full_disk)
     with pytest.raises(TrainingError) as e:
         resume(run)
     assert str(e.value) == (f"{run}: cannot write the checkpoint of epoch 2 (No space left on device); the run can be "
                             f"resumed after epoch 1, its last good checkpoint: fastseg fit --resume {run} once there "
                             "is room")
-    monkeypatch.setattr(fastseg.callbacks, "save_epoch", save)
+    monkeypatch.setattr(fastseg.train.callbacks, "save_epoch", save)
     result = resume(run)  # still the old-format checkpoint: epoch 1 saved
     assert [row["epoch"] for row in result.history] == [0, 1, 2]
     assert (run / "finished.json").is_file() and torch.load(run / "last.pth", weights_only=True)["epoch"] == 3
@@ -406,9 +406,9 @@ def test_sigkill_at_every_write_then_resume_finishes_the_same_run(trained, tiny_
     per point, each killed there), the run still resumes to the same kind of result: each epoch once, a best
     checkpoint that metrics.json and the exported model describe, its model in the run folder and at --export
     as one pair; the model that was at --export before is still in its run folder."""
-    from fastseg.bundle import read_bundle
-    from fastseg.runs import BEST_NEXT, load_best, load_run_state
-    from fastseg.train import resume
+    from fastseg.export.bundle import read_bundle
+    from fastseg.train.runs import BEST_NEXT, load_best, load_run_state
+    from fastseg.train.loop import resume
 
     dest = tmp_path / "exports" / "model.pkl"
     _earlier_model(trained, dest)
@@ -447,7 +447,7 @@ def test_sigkill_at_every_write_then_resume_finishes_the_same_run(trained, tiny_
 
 def test_resume_from_another_folder_takes_relative_paths_from_where_the_run_started(tmp_path, monkeypatch):
     """config.json of earlier versions held paths relative to the folder fit ran in; new ones are absolute."""
-    from fastseg.runs import read_run_config
+    from fastseg.train.runs import read_run_config
 
     run = tmp_path / "proj" / "out" / "runs" / "r"
     run.mkdir(parents=True)
@@ -470,19 +470,19 @@ def test_resume_takes_another_export_destination(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_stopped_by_patience_resumes_to_its_finish_not_to_more_epochs(tiny_data, tmp_path, monkeypatch):
-    import fastseg.callbacks
-    import fastseg.train
+    import fastseg.train.callbacks
+    import fastseg.train.loop
     from fastseg.config import FitConfig
-    from fastseg.train import fit, resume
+    from fastseg.train.loop import fit, resume
 
-    init = fastseg.callbacks.Patience.__init__
+    init = fastseg.train.callbacks.Patience.__init__
 
     def never_improves(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.comp = lambda value, best: False
 
-    monkeypatch.setattr(fastseg.callbacks.Patience, "__init__", never_improves)
-    monkeypatch.setattr(fastseg.train, "_write_outputs", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(fastseg.train.callbacks.Patience, "__init__", never_improves)
+    monkeypatch.setattr(fastseg.train.loop, "_write_outputs", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     cfg = FitConfig(data=str(tiny_data), epochs=3, lr=1e-3, bs=4, weights="none", patience=1,
                     export=str(tmp_path / "m.pkl"), runs_dir=str(tmp_path / "runs"), name="p")
     run = tmp_path / "runs" / "p"

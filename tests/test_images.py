@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from fastseg.errors import DataError
-from fastseg.images import IGNORE_INDEX, MaskDecoder, image_size, read_image, read_mask
+from fastseg.data.images import IGNORE_INDEX, MaskDecoder, image_size, read_image, read_mask
 
 GREY = (np.arange(24 * 16).reshape(16, 24) % 256).astype(np.uint8)
 

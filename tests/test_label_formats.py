@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fastseg.cli import main
-from fastseg.data import discover, inspect_data
+from fastseg.data.dataset import discover, inspect_data
 from fastseg.errors import ConfigError
-from fastseg.prelabels import open_labels, region_rles
+from fastseg.infer.prelabels import open_labels, region_rles
 from label_sets import (SIDE, box, coco_truth, cvat_truth, image_bytes, labelme_doc, make_coco, make_cvat,
                         make_labelme, rle, shape, square)
 from layout_sets import make_folders, snapshot
@@ -346,7 +346,7 @@ def test_void_class_is_not_exported(tmp_path):
 @pytest.mark.parametrize("make", [make_coco, make_cvat, make_labelme])
 def test_each_label_format_trains(tmp_path, make):
     from fastseg.config import FitConfig
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     root = make(tmp_path / "d")
     cfg = FitConfig(data=str(root), epochs=1, lr=1e-3, bs=4, weights="none", export=str(tmp_path / "m.pkl"),

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fastseg.config import FitConfig
-from fastseg.data import discover
+from fastseg.data.dataset import discover
 from fastseg.device import resolve_num_workers
-from fastseg.loaders import ImageForPath, MaskForImage, cache_bytes, dataloaders_for, make_dataloaders
+from fastseg.train.loaders import ImageForPath, MaskForImage, cache_bytes, dataloaders_for, make_dataloaders
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_segcrop_crops_during_fit_and_passes_whole_images_for_the_export(tiny_da
     inside ``whole_image_inference`` (what export_learner pickles), and back to crops after it."""
     from types import SimpleNamespace
 
-    from fastseg.transforms import SegCrop, whole_image_inference
+    from fastseg.train.transforms import SegCrop, whole_image_inference
 
     dls = make_dataloaders(discover(tiny_data), size=32, bs=2)
     assert any(isinstance(t, SegCrop) for t in dls.valid.after_item.fs)
@@ -119,7 +119,7 @@ def test_segcrop_crops_during_fit_and_passes_whole_images_for_the_export(tiny_da
 
 
 def test_aug_levels_and_the_auto_rule():
-    from fastseg.augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
+    from fastseg.train.augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
     from fastseg.errors import ConfigError
 
     assert resolve_aug("auto", AUG_FULL_STEPS) == "full" and resolve_aug("auto", AUG_FULL_STEPS - 1) == "none"
@@ -153,8 +153,8 @@ def test_dataloaders_for_reports_the_auto_aug_choice(tiny_data):
 
 def test_train_crops_like_keeps_validation_and_repeats_images(tiny_data, monkeypatch):
     """Progressive resizing's first part: smaller training crops, k per image per epoch, same validation."""
-    import fastseg.loaders as loaders_mod
-    from fastseg.loaders import make_dataloaders, train_crops_like
+    import fastseg.train.loaders as loaders_mod
+    from fastseg.train.loaders import make_dataloaders, train_crops_like
 
     spec = discover(tiny_data)
     dls = make_dataloaders(spec, size=64, bs=4, cache=True, aug="flips")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from fastseg.cli import main
-from fastseg.console import epoch_line
+from fastseg.train.console import epoch_line
 
 REPO = Path(__file__).resolve().parents[1]
 

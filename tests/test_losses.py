@@ -3,7 +3,7 @@ import torch
 
 from fastseg.config import FitConfig
 from fastseg.errors import ConfigError
-from fastseg.losses import LOSSES, make_loss
+from fastseg.train.losses import LOSSES, make_loss
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from fastseg.cli import main
 from fastseg.metrics import scores_from_confusion
-from fastseg.per_image import per_image_scores, worst_indices
+from fastseg.infer.per_image import per_image_scores, worst_indices
 
 CODES = ["background", "disc", "square", "triangle"]
 

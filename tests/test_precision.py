@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fastseg.backends import AGREEMENT_MIN, ModelSource, TorchBackend, TorchBf16Backend, choose_backend, decide_backend
+from fastseg.infer.backends import AGREEMENT_MIN, ModelSource, TorchBackend, TorchBf16Backend, choose_backend, decide_backend
 from fastseg.cli import build_config, main
 from fastseg.config import FitConfig
 from fastseg.device import BF16_MIN_GAIN, CpuBf16, decide_precision, time_precisions
@@ -88,7 +88,7 @@ def test_time_precisions_leaves_the_model_and_the_random_stream_alone():
 
 def test_auto_precision_reaches_the_learner_and_is_reported(tiny_data, tmp_path, monkeypatch):
     import fastseg.device as D
-    from fastseg.train import build_learner
+    from fastseg.train.loop import build_learner
 
     monkeypatch.setattr(D, "bf16_supported", lambda device: True)
     monkeypatch.setattr(D, "time_precisions", lambda *a, **k: {"fp32": 1.0, "bf16": 0.5})
@@ -106,7 +106,7 @@ def test_auto_precision_reaches_the_learner_and_is_reported(tiny_data, tmp_path,
 def test_cpu_bf16_computes_the_forward_in_bf16_and_the_loss_in_fp32(tiny_data, tmp_path):
     from fastai.callback.core import Callback
 
-    from fastseg.train import build_learner
+    from fastseg.train.loop import build_learner
 
     learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none", precision="bf16"), workdir=tmp_path)
     seen = {"conv": set(), "depthwise": set(), "pred": set(), "loss": set()}
@@ -140,8 +140,8 @@ def test_bf16_fit_exports_fp32_models_without_the_autocast_callback(tiny_data, t
     from fastai.learner import load_learner
     from safetensors.torch import load_file
 
-    from fastseg.bundle import WEIGHTS_FILE, bundle_path_for
-    from fastseg.train import fit
+    from fastseg.export.bundle import WEIGHTS_FILE, bundle_path_for
+    from fastseg.train.loop import fit
 
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", precision="bf16",
                     export=str(tmp_path / "m.pkl"), runs_dir=str(tmp_path / "runs"))
@@ -195,7 +195,7 @@ def test_decide_backend_refuses_backends_under_the_agreement_bar_or_never_checke
 @pytest.mark.parametrize("shares, expected", [({"torch-bf16": 0.999}, "torch-bf16"), ({"torch-bf16": 0.99}, "torch"),
                                               ({}, "torch")])
 def test_auto_backend_picks_the_winner_of_the_probe_among_trusted_ones(monkeypatch, shares, expected):
-    import fastseg.backends as B
+    import fastseg.infer.backends as B
 
     monkeypatch.setattr(B, "_auto_candidates", lambda source, device: (["torch", "torch-bf16"], {}))
     probed = {}
@@ -232,7 +232,7 @@ def test_requested_backends_that_cannot_run_say_what_to_do():
 
 
 def test_fit_records_the_fast_backends_agreement_and_the_data_folder(trained, tiny_data):
-    from fastseg.bundle import bundle_path_for, read_info
+    from fastseg.export.bundle import bundle_path_for, read_info
 
     info = read_info(bundle_path_for(trained.export))
     found = info["agreement"]
@@ -248,8 +248,8 @@ def test_fit_records_the_fast_backends_agreement_and_the_data_folder(trained, ti
 def test_int8_export_runs_agrees_and_is_found_beside_its_model(trained, tmp_path):
     import shutil
 
-    from fastseg.export import export_model
-    from fastseg.predict import load
+    from fastseg.export.formats import export_model
+    from fastseg.infer.predictor import load
 
     pkl = tmp_path / "model.pkl"
     shutil.copy(trained.export, pkl)
@@ -270,15 +270,15 @@ def test_int8_export_runs_agrees_and_is_found_beside_its_model(trained, tmp_path
     other = tmp_path / "other.pkl"  # same file name pattern, other weights: never used
     shutil.copy(pkl, other)
     shutil.copy(res.path, tmp_path / "other.int8.onnx")
-    from fastseg.quantize import int8_beside
+    from fastseg.export.quantize import int8_beside
 
     model, _ = build_model("timm-efficientnet-b0", len(fp32.codes), "none")
     assert int8_beside(other, model) == (None, None)
 
 
 def test_int8_needs_onnx_and_a_calibration_source(trained, tmp_path):
-    from fastseg.export import export_model
-    from fastseg.quantize import calibration_images
+    from fastseg.export.formats import export_model
+    from fastseg.export.quantize import calibration_images
 
     with pytest.raises(ConfigError, match="--int8 and --calib apply to --format onnx only"):
         export_model(trained.export, "torchscript", int8=True)

@@ -3,10 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fastseg.bundle import bundle_path_for
+from fastseg.export.bundle import bundle_path_for
 from fastseg.config import PredictConfig
 from fastseg.errors import ConfigError, DataError, ModelError
-from fastseg.predict import collect_inputs, load, predict_paths
+from fastseg.infer.predictor import collect_inputs, load, predict_paths
 
 
 def agree(a, b):
@@ -15,7 +15,7 @@ def agree(a, b):
 
 @pytest.fixture(scope="module")
 def onnx_path(trained, tmp_path_factory):
-    from fastseg.export import export_model
+    from fastseg.export.formats import export_model
 
     return export_model(trained.export, "onnx", out=tmp_path_factory.mktemp("onnx") / "model.onnx").path
 
@@ -88,7 +88,7 @@ def test_tile_on_image_four_times_training_size_matches_whole_image(torch_predic
 
 
 def test_tiling_blends_to_the_whole_image_result_for_a_local_model():
-    from fastseg.predict import Predictor
+    from fastseg.infer.predictor import Predictor
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3, padding=1))
@@ -214,7 +214,7 @@ def test_cli_bad_tile_is_one_line_error(tmp_path):
 
 def test_predict_workers_auto_resolves_like_fit(monkeypatch, torch_predictor, tiny_data):
     """auto: no decode processes on small CPUs (a worker measured 13% slower ONNX Runtime on 2 cores)."""
-    import fastseg.predict as predict_mod
+    import fastseg.infer.predictor as predict_mod
 
     seen = []
     real = predict_mod.resolve_num_workers

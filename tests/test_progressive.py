@@ -1,11 +1,11 @@
-"""Progressive resizing's rule and step count (fastseg.progressive), against the phases train.py plans."""
+"""Progressive resizing's rule and step count (fastseg.train.progressive), against the phases train.py plans."""
 
 from types import SimpleNamespace
 
 import pytest
 
 from fastseg.config import FitConfig
-from fastseg.progressive import crops_per_image, optimiser_steps, progressive_size, small_epochs
+from fastseg.train.progressive import crops_per_image, optimiser_steps, progressive_size, small_epochs
 
 
 def isbi_like(min_side=512, n_train=24):
@@ -45,7 +45,7 @@ def test_optimiser_steps_count_the_half_size_crops():
 @pytest.mark.parametrize("epochs,pretrained", [(4, False), (17, False), (25, False), (10, True)])
 def test_optimiser_steps_match_the_planned_phases(epochs, pretrained):
     """The count --aug auto uses is the one plan_phases trains (trained epochs; a frozen warm-up is extra)."""
-    from fastseg.train import plan_phases
+    from fastseg.train.loop import plan_phases
 
     cfg, spec = FitConfig(epochs=epochs), isbi_like()
     small, _ = progressive_size(cfg, spec, 256)

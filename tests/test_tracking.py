@@ -26,7 +26,9 @@ def test_log_option_is_validated_with_the_choices():
 
 
 def test_missing_tracker_package_is_one_line_before_any_work(monkeypatch, tiny_data, tmp_path):
-    monkeypatch.setitem(__import__("fastseg.tracking").tracking.PACKAGES, "mlflow", "fastseg_no_such_module")
+    from fastseg.train import tracking
+
+    monkeypatch.setitem(tracking.PACKAGES, "mlflow", "fastseg_no_such_module")
     res = CliRunner().invoke(main, ["fit", "--data", str(tiny_data), "--log", "mlflow", "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 1
     assert res.output.strip() == ("Error: --log mlflow needs the fastseg_no_such_module package, which is not installed "
@@ -39,7 +41,7 @@ def tracked(tiny_data, tmp_path_factory):
     """One 2-epoch fit logged to every installed tracker, all offline; returns (FitResult, MLflow store URI)."""
     if not INSTALLED:
         pytest.skip("no tracker package installed (pip install -e '.[test]')")
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     tmp = tmp_path_factory.mktemp("tracked")
     store = (tmp / "mlruns").as_uri()

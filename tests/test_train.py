@@ -79,7 +79,7 @@ def test_learn_predict_on_the_export_segments_the_whole_of_a_large_image(trained
     import fastseg
     from fastai.learner import load_learner
 
-    from fastseg.transforms import SegCrop
+    from fastseg.train.transforms import SegCrop
 
     big = tmp_path / "big.png"
     Image.open(sorted((tiny_data / "images").iterdir())[2]).convert("RGB").resize((100, 75)).save(big)
@@ -96,7 +96,7 @@ def test_learn_predict_on_the_export_segments_the_whole_of_a_large_image(trained
 
 def test_seed_gives_same_metrics(tiny_data, tmp_path):
     from fastseg.config import FitConfig
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     # precision fixed: --precision auto times a step, and on a loaded machine two runs may choose differently
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", runs_dir=str(tmp_path / "runs"),
@@ -139,7 +139,7 @@ def test_export_holds_the_best_epoch_weights(trained):
 
 def test_named_run_folder_is_never_overwritten(trained):
     from fastseg.errors import ConfigError
-    from fastseg.runs import new_run_dir
+    from fastseg.train.runs import new_run_dir
 
     with pytest.raises(ConfigError, match="run folder already exists"):
         new_run_dir(trained.run.parent, "trained")
@@ -150,7 +150,7 @@ def test_named_run_folder_is_never_overwritten(trained):
 def test_resumed_schedule_continues_the_one_cycle_curve():
     from fastai.callback.schedule import combined_cos
 
-    from fastseg.callbacks import ResumedSchedule
+    from fastseg.train.callbacks import ResumedSchedule
 
     f = combined_cos(0.25, 1e-4, 1e-2, 1e-7)
     done, total = 2, 5
@@ -165,7 +165,7 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_data, tmp_path):
     import torch
     from fault_driver import kill_at
 
-    from fastseg.train import resume
+    from fastseg.train.loop import resume
 
     runs = tmp_path / "runs"
     kill_at("mid-epoch", ["--data", str(tiny_data), "--epochs", "3", "--lr", "1e-3", "--bs", "4", "--weights", "none",
@@ -183,7 +183,7 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_data, tmp_path):
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_path):
     from fastseg.config import FitConfig
     from fastseg.errors import TrainingError
-    from fastseg.train import fit
+    from fastseg.train.loop import fit
 
     cfg = FitConfig(data=str(tiny_data), epochs=2, lr=1e12, bs=4, weights="none", loss="ce",
                     runs_dir=str(tmp_path / "runs"), name="nan", export=str(tmp_path / "m.pkl"))
@@ -196,7 +196,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
 def test_plan_phases_progressive_splits_the_trained_epochs():
     from fastseg.config import FitConfig
     from fastseg.errors import ConfigError
-    from fastseg.train import Phase, plan_phases
+    from fastseg.train.loop import Phase, plan_phases
 
     cfg = FitConfig(epochs=14)
     assert plan_phases(cfg, False, 1e-3) == [Phase(14, 1e-3, pct_start=0.25, div=25.0, frozen=False)]
@@ -215,7 +215,7 @@ def test_run_phases_switches_loaders_and_resumes_inside_a_later_phase(monkeypatc
     the run's own DataLoaders are back in place afterwards."""
     from types import SimpleNamespace
 
-    import fastseg.train as T
+    import fastseg.train.loop as T
 
     monkeypatch.setattr(T, "one_cycle_scheds", lambda learn, phase, skip: {"skip": skip})
     monkeypatch.setattr(T, "ParamScheduler", lambda scheds: scheds)
@@ -249,8 +249,8 @@ def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data,
     from fastai.learner import load_learner
 
     from fastseg.config import FitConfig
-    from fastseg.train import fit
-    from fastseg.transforms import SegCrop
+    from fastseg.train.loop import fit
+    from fastseg.train.transforms import SegCrop
 
     said = []
     cfg = FitConfig(data=str(tiny_data), epochs=4, lr=1e-3, bs=4, weights="none", progressive="on",
@@ -272,7 +272,7 @@ def test_fit_clips_gradients_unless_turned_off(tiny_data, tmp_path, monkeypatch,
     from fastai.callback.fp16 import MixedPrecision
     from fastai.callback.training import GradientClip
 
-    import fastseg.train as T
+    import fastseg.train.loop as T
     from fastseg.config import FitConfig
     from fastseg.errors import Interrupted
 
@@ -299,7 +299,7 @@ def test_gradient_clip_bounds_the_step_gradient(tiny_data, tmp_path):
     from fastai.callback.training import GradientClip
 
     from fastseg.config import FitConfig
-    from fastseg.train import build_learner
+    from fastseg.train.loop import build_learner
 
     learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none", epochs=1), workdir=tmp_path)
     norms = []

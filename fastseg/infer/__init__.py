@@ -1,0 +1,1 @@
+"""Inference stage: the predictor, backends, tiling, outputs and pre-annotations, evaluation."""

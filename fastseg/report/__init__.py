@@ -1,0 +1,12 @@
+"""Report stage: plots and the run report page."""
+
+
+def __getattr__(name):
+    # names that old code and exported .pkl files use (the module's before the split) resolve here, on first use
+    import importlib
+
+    module = importlib.import_module("fastseg.report.html")
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
