@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fastseg.cli import main
 from fastseg.train.console import epoch_line
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_epoch_line_has_the_metrics_and_the_count():

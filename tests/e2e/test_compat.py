@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-FIXTURE = Path(__file__).parent / "fixtures" / "fastseg-af8131d.tar.gz"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "fastseg-af8131d.tar.gz"
 
 # Runs inside the old code: a finished 1-epoch run (export + bundle) and a 2-epoch run that stops
 # for good right after its first checkpoint (as a kill -9 would).

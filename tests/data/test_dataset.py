@@ -30,7 +30,7 @@ def test_demo_data_is_deterministic_and_small(tmp_path):
 
 def test_embedded_data_matches_generator(tmp_path):
     """data/ in the repo is exactly what `fastseg demo-data` writes."""
-    repo_data = Path(__file__).resolve().parents[1] / "data"
+    repo_data = Path(__file__).resolve().parents[2] / "data"
     fresh = make_demo_data(tmp_path / "d")
     for sub in ("masks",):
         for f in sorted((fresh / sub).iterdir()):

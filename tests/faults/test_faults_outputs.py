@@ -338,7 +338,7 @@ def test_demo_data_refuses_a_folder_that_is_not_empty(tmp_path, monkeypatch):
 
 
 def test_demo_data_force_rewrites_the_repo_demo_set_byte_for_byte(tmp_path):
-    repo_data = Path(__file__).resolve().parents[1] / "data"
+    repo_data = Path(__file__).resolve().parents[2] / "data"
     copy = tmp_path / "data"
     shutil.copytree(repo_data, copy)
     res = CliRunner().invoke(main, ["demo-data", str(copy), "--force"])
