@@ -115,20 +115,21 @@ def evaluate_plain(model, imgs, masks) -> dict:
     return scores_from_confusion(cm).as_dict(CODES)
 
 
-def run_fastseg(data: Path, work: Path, epochs: int, seed: int) -> tuple[dict, float, dict]:
+def run_fastseg(data: Path, work: Path, budget_s: float, seed: int) -> tuple[dict, float, dict]:
     from fastseg.config import FitConfig
     from fastseg.infer.evaluate import evaluate
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
-    cfg = FitConfig(data=str(data), epochs=epochs, weights="none", runs_dir=str(work / "runs"), name="mni",
-                    seed=seed, export=str(work / "mni.pkl"))  # defaults otherwise
+    cfg = FitConfig(data=str(data), time=budget_s, weights="none", runs_dir=str(work / "runs"), name="mni",
+                    seed=seed, export=str(work / "mni.pkl"))  # `fastseg fit --time`, defaults otherwise
     t0 = time.perf_counter()
     result = fit(cfg)
     seconds = time.perf_counter() - t0
     scores = evaluate(result.export, data, split="valid").scores
-    return scores, seconds, {"lr": result.lr, "best_epoch": result.best_epoch, "epochs": epochs, "bs": result.bs,
-                             "aug": result.aug, "progressive": result.progressive,
-                             "size": json.loads((result.run / "config.json").read_text())["size"]}
+    plan = json.loads((result.run / "plan.json").read_text())
+    return scores, seconds, {"lr": result.lr, "best_epoch": result.best_epoch, "epochs": plan["epochs"],
+                             "bs": result.bs, "aug": result.aug, "progressive": result.progressive,
+                             "precision": plan["precision"], "size": plan["size"]}
 
 
 def per_class(scores: dict) -> dict:
@@ -137,7 +138,7 @@ def per_class(scores: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=3.0, help="wall-time budget for each of the two trainings")
+    ap.add_argument("--minutes", type=float, default=3.0, help="fastseg's --time budget; the plain loop gets what fastseg took")
     ap.add_argument("--seed", type=int, default=42, help="fastseg's seed (its default 42); the plain loop's is 0")
     args = ap.parse_args(argv)
     try:
@@ -152,15 +153,11 @@ def main(argv=None) -> int:
         data = Path(tmp) / "data"
         train, valid = build_dataset(data)
         from fastseg.data.dataset import discover
-        from fastseg.train.loaders import auto_size
+        from fastseg.train.plan import auto_size
 
-        crop = auto_size(discover(data), None)
-        sps = seconds_per_step(BS, channels_last=True, crop=crop, classes=len(CODES))
-        per_epoch = sps * (len(train) // BS + len(valid) / BS / 2)  # training steps + validation (~half a step)
-        epochs = max(1, int((budget - 25) / per_epoch))  # ~25 s: LR finder, set-up, export, plots
-        print(f"data: {len(train)} train / {len(valid)} valid slices, crop {crop}; probe {sps:.2f} s per step "
-              f"of {BS} -> fastseg {epochs} epochs", flush=True)
-        fs_scores, fs_s, fs_info = run_fastseg(data, Path(tmp), epochs, args.seed)
+        crop = auto_size(discover(data).min_side, None)[0]
+        print(f"data: {len(train)} train / {len(valid)} valid slices, crop {crop}", flush=True)
+        fs_scores, fs_s, fs_info = run_fastseg(data, Path(tmp), budget, args.seed)
         print(f"fastseg: mIoU {fs_scores['miou']:.4f} in {fs_s:.0f} s ({fs_info})", flush=True)
         imgs, masks = read_masks(data, train)
         sps_plain = seconds_per_step(BS, crop=crop, classes=len(CODES))

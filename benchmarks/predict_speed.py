@@ -82,7 +82,7 @@ def make_images(folder: Path, n: int, size: int, data: Path) -> list[Path]:
 def train_model(work: Path, data: Path, epochs: int, bs: int) -> Path:
     """A briefly trained model (.pkl, bundle, fit-time agreement) and its int8 ONNX beside it."""
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     cfg = FitConfig(data=str(data), weights="none", bs=bs, epochs=epochs, lr=3e-3, export=str(work / "model.pkl"),
                     runs_dir=str(work / "runs"), progressive="off")

@@ -319,12 +319,14 @@ def parse_args(argv):
     return args
 
 
-def fastseg_runner(cfg, spec, work: Path, epochs: int):
-    """A fastseg learner (as `fastseg fit` builds it) and a function running one round: ``fit_one_cycle``."""
-    from fastseg.train.loop import build_learner
+def fastseg_runner(cfg, work: Path, epochs: int):
+    """A fastseg session (data, plan and learner as `fastseg fit` builds them) and a function running one
+    round: ``fit_one_cycle``."""
+    from fastseg.train.loop import prepare
 
     said = []
-    learn, _, _ = build_learner(cfg, said.append, spec=spec, workdir=work)
+    session = prepare(cfg, said.append, workdir=work)
+    learn = session.learn
     timer = make_timer_cb()()
     learn.add_cb(timer)
 
@@ -332,7 +334,7 @@ def fastseg_runner(cfg, spec, work: Path, epochs: int):
         timer.ph, timer.valid_s = Phases(), 0.0
         learn.fit_one_cycle(epochs, lr_max=1e-3)  # with fastai's progress bar and epoch table, as `fastseg fit` runs
         return timer.ph, timer.valid_s / epochs
-    return learn, run, said
+    return session, run, said
 
 
 def plain_runner(cfg, spec, device, steps, gen, tuned: bool, compile: bool):
@@ -376,9 +378,9 @@ def main(argv=None):
                     export=str(Path(tmp.name) / "m.pkl"))
     spec = discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    learn, run_b, said = fastseg_runner(cfg, spec, Path(tmp.name) / "b", args.epochs)
-    _, run_b0, _ = fastseg_runner(cfg.replace(precision="fp32"), spec, Path(tmp.name) / "b0", args.epochs)
-    chosen = learn.fastseg_info.meta["precision"]
+    session, run_b, said = fastseg_runner(cfg, Path(tmp.name) / "b", args.epochs)
+    _, run_b0, _ = fastseg_runner(cfg.replace(precision="fp32"), Path(tmp.name) / "b0", args.epochs)
+    learn, plan = session.learn, session.plan
     per_epoch = len(learn.dls.train)
     steps = args.steps or per_epoch * args.epochs - 1
     gen = torch.Generator().manual_seed(args.seed)
@@ -389,15 +391,14 @@ def main(argv=None):
         f"(c) plain PyTorch, tuned (channels_last, {str(amp).split('.')[-1]} autocast, tensors pre-loaded)":
             plain_runner(cfg, spec, device, steps, gen, tuned=True, compile=args.compile),
         "(b0) fastseg fit, --precision fp32 (today's main on CPU)": run_b0,
-        f"(b) fastseg fit, --precision {args.precision} -> {chosen['train']}": run_b,
+        f"(b) fastseg fit, --precision {args.precision} -> {plan.precision}": run_b,
     }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"data: {source}; {len(spec.train)} train / {len(spec.valid)} valid; crop {args.size}, bs {args.bs}; "
           f"device {device}, torch threads {torch.get_num_threads()}, cpu cores {os.cpu_count()}, "
           f"load average at start {load:.1f}", flush=True)
-    print(f"fastseg: cache {learn.dls.fastseg_cache}, num_workers {learn.dls.train.fake_l.num_workers}, "
-          f"{per_epoch} batches/epoch; compile {args.compile}; precision {chosen['train']} ({chosen['reason']})",
-          flush=True)
+    print(f"fastseg: cache {plan.cache}, num_workers {plan.workers}, {per_epoch} batches/epoch; "
+          f"compile {args.compile}; precision {plan.precision} ({plan.why['precision']})", flush=True)
     runs = {name: [] for name in loops}
     mem = dict.fromkeys(loops, 0.0)
     valid = {name: [] for name in loops}

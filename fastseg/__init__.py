@@ -19,7 +19,7 @@ __all__ = [
 
 
 _LAZY = {  # public name -> the module that defines it
-    "fit": "fastseg.train.loop", "lr_find": "fastseg.train.loop", "resume": "fastseg.train.loop",
+    "fit": "fastseg.pipeline", "lr_find": "fastseg.pipeline", "resume": "fastseg.pipeline",
     "load": "fastseg.infer.predictor", "Predictor": "fastseg.infer.predictor", "PredictConfig": "fastseg.config",
     "export_model": "fastseg.export.formats", "discover": "fastseg.data.dataset",
     "make_demo_data": "fastseg.data.demo", "evaluate": "fastseg.infer.evaluate",

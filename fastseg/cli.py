@@ -13,6 +13,7 @@ from .config import BACKEND_CHOICES, FORMAT_CHOICES, LOG_CHOICES, FitConfig
 from .errors import FastsegError, Interrupted
 
 DEFAULTS = FitConfig()
+DEVICE_HINT = "auto, cpu, cuda, cuda:N or mps"  # fastseg.device.resolve_device's choices (kept import-light)
 PRELABEL_HINTS = {"coco": "COCO instances with RLE masks: import as 'COCO 1.0' in CVAT or any COCO tool",
                   "cvat": "import in CVAT as 'Segmentation mask 1.1'"}
 
@@ -83,6 +84,8 @@ def data_model_options(f):
         click.option("--weights", help="Encoder weights: imagenet, none, or a .pth/.safetensors file.  [default: imagenet]"),
         click.option("--valid-pct", type=float, help=f"Validation share when the data has no split.  [default: {DEFAULTS.valid_pct}]"),
         click.option("--seed", type=int, help=f"Random seed (split, initialisation, augmentation).  [default: {DEFAULTS.seed}]"),
+        click.option("--device", help=f"Where to train: {DEVICE_HINT}; auto is CUDA, then Apple MPS, then the CPU "
+                                      f"(printed in the plan).  [default: {DEFAULTS.device}]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -199,6 +202,9 @@ def main():
 @layout_options
 @speed_options
 @click.option("--epochs", type=click.IntRange(min=1), help=f"Training epochs.  [default: {DEFAULTS.epochs}]")
+@click.option("--time", help="Wall-clock budget for the whole run instead of --epochs (e.g. 10m, 1h30m): the plan "
+                             "measures a training step here and picks the epochs that fill it.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (every automatic choice and its reason) and exit.")
 @click.option("--lr", help="Peak learning rate, or 'auto' to use the LR finder's suggestion.  [default: auto]")
 @click.option("--export", type=click.Path(dir_okay=False),
               help="Where to copy the run's model (.pkl, and its safe bundle beside it: model.pkl -> model/); "
@@ -212,7 +218,7 @@ def main():
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings, errors and the final summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as one JSON object on stdout "
                                                       "(notices and epoch lines go to stderr).")
-def fit(config_file, lr, resume, quiet, as_json, **options):
+def fit(config_file, lr, resume, quiet, as_json, dry_run, **options):
     """Train a Unet on a folder of images and masks, then export it.
 
     Each run writes runs/<name>/: config.json, history.csv, metrics.json, plots, the best.pth /
@@ -223,6 +229,8 @@ def fit(config_file, lr, resume, quiet, as_json, **options):
     \b
     Example:
       fastseg fit --epochs 25
+      fastseg fit --data ~/datasets/cells --time 10m       # epochs planned to fill 10 minutes
+      fastseg fit --data ~/datasets/cells --dry-run        # show the plan, train nothing
       fastseg fit --data ~/datasets/cells --size 256 --weights none --lr 3e-3 --name cells
       torchrun --nproc_per_node 4 -m fastseg fit --data ~/datasets/cells --bs 8   # 4 GPUs, DDP
       fastseg fit --resume runs/cells          # continue after a crash, Ctrl-C or kill -9
@@ -235,20 +243,26 @@ def fit(config_file, lr, resume, quiet, as_json, **options):
     The run ends with runs/<name>/report.html: scores, curves, the worst validation images and the
     commands to resume, evaluate, predict and export (rebuild it with `fastseg report`).
     """
+    from .pipeline import fit as run_fit
+    from .pipeline import plan_fit
+    from .pipeline import resume as run_resume
     from .train.distributed import is_main_process
-    from .train.loop import fit as run_fit
-    from .train.loop import resume as run_resume
 
     options["log"] = options["log"] or None  # none given: the config file's (or the default) list
+    if options["time"] is not None and options["epochs"] is not None:
+        raise click.UsageError("--time and --epochs are exclusive: --time plans the epochs to fill the budget")
     notify, progress = _fit_output(quiet, as_json)
     if resume is not None:
         given = sorted(k for k, v in options.items() if v is not None and k != "export") \
-            + (["config"] if config_file else []) + (["lr"] if lr is not None else [])
+            + (["config"] if config_file else []) + (["lr"] if lr is not None else []) + (["dry-run"] if dry_run else [])
         if given:
             raise click.UsageError(f"--resume continues with the run's own config.json; drop --{', --'.join(given)}")
         result = run_resume(resume, notify=notify, progress=progress, export=options["export"])
     else:
         cfg = build_config(config_file, lr=_parse_lr(lr), **options)
+        if dry_run:
+            click.echo(plan_fit(cfg, notify=notify).table())
+            return
         result = run_fit(cfg, notify=notify, progress=progress)
     if not is_main_process():  # DDP: rank 0 reports for all ranks
         return
@@ -317,7 +331,7 @@ def lr_find_cmd(config_file, plot, **options):
     Example:
       fastseg lr-find --data data --plot exports/lr_find.png
     """
-    from .train.loop import lr_find
+    from .pipeline import lr_find
 
     cfg = build_config(config_file, **options)
     result = lr_find(cfg, notify=_notify, plot=plot)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import math
 import typing
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from .constants import STRIDE
 from .errors import ConfigError
 
 __all__ = ["FitConfig", "PredictConfig", "Notify", "silent"]
@@ -70,6 +72,8 @@ class FitConfig:
     compile: bool = False  # off: compiling takes minutes, which short and CPU runs never win back (unmeasured on GPU)
     grad_clip: float = 0.0  # off: max norm 1.0 was neutral on ISBI (seeds 1/2/42: +0.003/+0.004/-0.004 mIoU); for unstable runs
     log: tuple[str, ...] = ()  # experiment trackers (--log): none by default, each needs its own optional package
+    time: float | str | None = None  # --time: a wall-clock budget (seconds, or "10m") that sets the epochs; None: --epochs
+    device: str = "auto"  # auto: CUDA, then Apple MPS, then the CPU (printed in the plan)
 
     def __post_init__(self) -> None:
         coerce_fields(self)
@@ -77,7 +81,7 @@ class FitConfig:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         if self.bs != "auto" and not (isinstance(self.bs, int) and self.bs >= 1):
             raise ConfigError(f"bs (batch size) must be 'auto' or at least 1, got {self.bs!r}")
-        if self.size is not None and (self.size < 32 or self.size % 32):
+        if self.size is not None and (self.size < STRIDE or self.size % STRIDE):
             raise ConfigError(f"size must be a multiple of 32 (the Unet downsamples 5 times), got {self.size}")
         if not 0.0 < self.valid_pct < 1.0:
             raise ConfigError(f"valid_pct must be between 0 and 1 (exclusive), got {self.valid_pct}")
@@ -112,6 +116,8 @@ class FitConfig:
         self._check_training_options()
 
     def _check_training_options(self) -> None:
+        if self.time is not None:
+            object.__setattr__(self, "time", parse_duration(self.time))
         if self.loss not in LOSS_CHOICES:
             raise ConfigError(f"unknown loss `{self.loss}`; valid losses: {', '.join(LOSS_CHOICES)}")
         if self.patience is not None and self.patience < 1:
@@ -121,7 +127,7 @@ class FitConfig:
         object.__setattr__(self, "grad_clip", float(self.grad_clip))
         if self.freeze_epochs < 0:
             raise ConfigError(f"freeze_epochs must be 0 or more, got {self.freeze_epochs}")
-        if self.lr_find_size < 32 or self.lr_find_size % 32:
+        if self.lr_find_size < STRIDE or self.lr_find_size % STRIDE:
             raise ConfigError(f"lr_find_size must be a multiple of 32, got {self.lr_find_size}")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
@@ -169,6 +175,25 @@ def legacy_precision(values: dict[str, Any], source: str | None = None) -> dict[
         raise ConfigError(f"{source + ': ' if source else ''}fp16 must be true or false, got {e.args[0]!r}") from None
     values.setdefault("precision", "auto" if fp16 else "fp32")
     return values
+
+
+DURATION_UNITS = {"h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
+MIN_BUDGET_S = 30.0  # under this, data discovery, the model build and the finish alone do not fit
+
+
+def parse_duration(value) -> float:
+    """``--time``: seconds as a number, or text such as ``90s``, ``4m``, ``2.5min``, ``1h30m``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        parts = re.findall(r"(\d+(?:\.\d+)?)(h|min|m|s)?", text)
+        if not text or "".join(n + u for n, u in parts) != text:
+            raise ConfigError(f"time must be a duration such as 90s, 10m or 1h30m, got {value!r}")
+        seconds = sum(float(n) * DURATION_UNITS[u or "s"] for n, u in parts)
+    if not seconds >= MIN_BUDGET_S:
+        raise ConfigError(f"time must be at least {MIN_BUDGET_S:.0f} s (the run's fixed costs need it), got {value!r}")
+    return seconds
 
 
 def parse_class_weights(value) -> tuple[float, ...]:
@@ -358,7 +383,7 @@ class PredictConfig:
         coerce_fields(self)
         if self.bs < 1:
             raise ConfigError(f"bs (batch size) must be at least 1, got {self.bs}")
-        if self.tile is not None and (self.tile < 32 or self.tile % 32):
+        if self.tile is not None and (self.tile < STRIDE or self.tile % STRIDE):
             raise ConfigError(f"tile must be a multiple of 32 (the Unet downsamples 5 times), got {self.tile}")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")

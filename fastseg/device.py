@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from functools import partial
+from typing import Callable
 
 import torch
 from fastai.callback.core import Callback
@@ -23,7 +24,7 @@ __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
     "probe_step", "auto_batch_size", "fast_adamw", "tune_learner", "training_device",
     "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "Fp32GroupedConvs", "precision_callbacks",
-    "apply_precision", "resolve_precision",
+    "apply_precision", "resolve_precision", "resolve_device", "StepProbe", "DEVICE_HINT",
 ]
 
 CACHE_RAM_SHARE = 0.25  # "auto" caches when the decoded set needs at most this share of free RAM
@@ -34,8 +35,38 @@ MEMORY_SHARE = 0.8  # --bs auto leaves this share of free memory for one trainin
 SHORT_EPOCH_BATCHES = 64  # cached epochs shorter than this load in-process on CUDA (measured faster at 3 and 60)
 
 
+DEVICE_HINT = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``--device``: ``auto`` is CUDA, then Apple MPS, then the CPU; a named device must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; valid choices: {DEVICE_HINT}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ConfigError(f"device {name}: no CUDA GPU is available here (use --device cpu or auto)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {name}: Apple MPS is not available here (use --device cpu or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {name!r}; valid choices: {DEVICE_HINT}")
+    return device
+
+
 def training_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device ``--device auto`` trains on."""
+    return resolve_device("auto")
 
 
 def cpu_cores() -> int:
@@ -421,3 +452,54 @@ def resolve_precision(requested: str, model: torch.nn.Module, bs: int, size: int
     if requested == "auto" and device.type == "cpu" and native:
         times = time_precisions(model, bs, size, n_classes)
     return decide_precision(requested, device.type, native, times)
+
+
+class StepProbe:
+    """Measurements the run plan asks for, on this machine: ``--bs auto``, ``--precision auto`` and the
+    step times behind ``--time``. One weights-free copy of the run's model (same encoder and classes)
+    is built on first use and shared by every measurement."""
+
+    def __init__(self, build: Callable[[], torch.nn.Module], n_classes: int, device: torch.device):
+        self.build, self.n_classes, self.device = build, n_classes, torch.device(device)
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = self.build().to(self.device).to(memory_format=torch.channels_last)
+        return self._model
+
+    def batch_size(self, size: int, n_train: int) -> tuple[int, str]:
+        bs, why = auto_batch_size(self.model, size, self.device, n_train)
+        return bs, f"--bs auto: {why}"
+
+    def precision(self, requested: str, size: int, bs: int) -> tuple[str, str]:
+        choice, why, _ = resolve_precision(requested, self.model, bs, size, self.n_classes, self.device)
+        return choice, why
+
+    def step_seconds(self, size: int, bs: int, precision: str, rounds: int = 2) -> float:
+        """Seconds of one training step (forward, loss, backward, AdamW) of ``bs`` crops of ``size``: the
+        fastest of ``rounds`` after a warm-up (other load only slows a step down)."""
+        import time
+
+        model = self.model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-6, foreach=True)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(bs, 3, size, size, generator=gen).to(self.device).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(self.n_classes, (bs, size, size), generator=gen).to(self.device)
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        best = float("inf")
+        with torch.random.fork_rng(devices=[]):
+            for i in range(rounds + 1):
+                start = time.perf_counter()
+                grouped = Fp32GroupedConvs(model) if amp is not None and self.device.type == "cpu" else nullcontext()
+                with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None), grouped:
+                    out = model(x)
+                torch.nn.functional.cross_entropy(out.float(), y).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if i:  # the first step is the warm-up (kernel selection, allocator)
+                    best = min(best, time.perf_counter() - start)
+        return best

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from fastai.learner import Metric
 
-from .data.dataset import IGNORE_INDEX
+from .constants import IGNORE_INDEX
 
 
 __all__ = ["class_argmax", "confusion_matrix", "scores_from_confusion", "Scores", "ConfusionMetric", "MeanIoU", "MeanDice"]

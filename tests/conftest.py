@@ -22,7 +22,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, tiny_data):
     """One epoch on the tiny set with random init; returns the FitResult (export under tmp)."""
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     out = tmp_path_factory.mktemp("export") / "model.pkl"
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", export=str(out), precision="fp32",

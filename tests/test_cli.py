@@ -129,14 +129,29 @@ def test_fit_model_error_leaves_no_run_folder(runner, tiny_data, tmp_path):
                                "--runs-dir", str(runs)])
     assert res.exit_code == 1 and "wrong encoder name `nonsense`" in res.output
     assert not runs.exists()
+
+
 @pytest.mark.slow
 def test_fit_bs_auto_prints_choice_and_trains(runner, tiny_data, tmp_path):
+    import re
+
     out = tmp_path / "auto.pkl"
     res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--bs", "auto", "--epochs", "1", "--lr", "1e-3",
-                               "--weights", "none", "--cache", "ram", "--export", str(out)])
+                               "--weights", "none", "--cache", "ram", "--export", str(out),
+                               "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
-    assert "batch size 8 (--bs auto: " in res.output  # the 8 training images cap it
+    assert re.search(r"^batch size +8 +--bs auto: ", res.output, re.M)  # the plan's row; 8 training images cap it
     assert out.is_file()
+
+
+def test_fit_dry_run_prints_the_plan_and_trains_nothing(runner, tiny_data, tmp_path):
+    res = runner.invoke(main, ["fit", "--data", str(tiny_data), "--dry-run", "--weights", "none", "--epochs", "3",
+                               "--bs", "4", "--runs-dir", str(tmp_path / "runs"), "--export", str(tmp_path / "m.pkl")])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert any(line.startswith("epochs ") and " 3 " in line and "--epochs" in line for line in lines), res.output
+    assert any(line.startswith("crop size ") and "64 px (crop)" in line for line in lines)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "m.pkl").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -21,7 +21,7 @@ from ..config import Notify, silent
 from ..errors import DataError
 from .images import (IGNORE_INDEX, IMAGE_EXTS, MaskDecoder, Scaling, image_peak, image_size, read_image, read_mask,
                      scaling_for)
-from .layouts import LAYOUT_CHOICES, Sample, find_layout, list_images
+from .layouts import LAYOUT_CHOICES, Found, Sample, find_layout, list_images
 from .splits import check_splits, make_splits
 
 __all__ = [

@@ -19,15 +19,13 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..constants import IGNORE_INDEX, IMAGE_EXTS, MASK_EXTS
 from ..errors import DataError
 
 __all__ = ["IGNORE_INDEX", "IMAGE_EXTS", "MASK_EXTS", "read_image", "read_mask", "read_color_mask", "image_size",
            "MaskDecoder", "pack_rgb", "Scaling", "scaling_for", "image_peak", "exif_orientation", "upright",
            "scaled_uint8", "EIGHT_BIT_MODES", "no_pixel_limit", "too_large_reason"]
 
-IGNORE_INDEX = 255  # void pixels: excluded from the loss and every metric
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MASK_EXTS = (*IMAGE_EXTS, ".gif")  # public sets ship GIF masks (DRIVE's manual/*.gif)
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 EIGHT_BIT_MODES = ("RGB", "L", "RGBA", "LA", "P", "PA", "1", "CMYK", "YCbCr", "RGBX")
 BIT_DEPTHS = (8, 10, 12, 14, 16)  # sensor depths: a set is scaled by the smallest range that holds its maximum

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..constants import STRIDE
 from ..errors import ConfigError, ModelError
 from ..io import atomic_dir, atomic_write_bytes, default_mode
 from ..model import check_encoder
@@ -159,7 +160,7 @@ def _input_problem(info: dict) -> str | None:
         return f"input must be one of {', '.join(INPUTS)}, got {reprlib.repr(kind)}"
     if size is None and kind == "crop":  # only resized inputs need the size at prediction time
         return None
-    if not (isinstance(size, int) and not isinstance(size, bool) and SIZES[0] <= size <= SIZES[1] and size % 32 == 0):
+    if not (isinstance(size, int) and not isinstance(size, bool) and SIZES[0] <= size <= SIZES[1] and size % STRIDE == 0):
         return f"size must be a multiple of 32 from {SIZES[0]} to {SIZES[1]}, got {reprlib.repr(size)}"
     return None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..constants import STRIDE
 from ..errors import ModelError
 
 __all__ = ["CALIB_IMAGES", "int8_path_for", "weights_fingerprint", "calibration_images", "quantize_int8",
@@ -76,7 +77,7 @@ def _calibration_arrays(predictor, images: list[Path]) -> list[np.ndarray]:
     for path in images:
         img = load_image(path)
         h, w = img.shape[:2]
-        s = min(h, w, CALIB_MAX_SIDE) // 32 * 32
+        s = min(h, w, CALIB_MAX_SIDE) // STRIDE * STRIDE
         if s < 32:
             continue
         top, left = (h - s) // 2, (w - s) // 2

@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from .backends import (ModelSource, OnnxBackend, OpenVinoBackend, TorchBackend, choose_backend, onnx_file_backend,
                        onnx_session)
 from ..config import Notify, PredictConfig, silent
-from ..data.dataset import IMAGE_EXTS
+from ..constants import IMAGE_EXTS, STRIDE
 from ..device import resolve_num_workers
 from ..errors import ConfigError, DataError, ModelError
 from ..data.images import EIGHT_BIT_MODES, Scaling, no_pixel_limit, read_image, scaled_uint8, too_large_reason, upright
@@ -185,7 +185,7 @@ class Predictor:
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 32, (-w) % 32
+        ph, pw = (-h) % STRIDE, (-w) % STRIDE
         if ph or pw:
             mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)

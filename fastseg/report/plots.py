@@ -93,7 +93,7 @@ def error_map(image, truth, pred):
     """The image dimmed to grey, with the pixels where prediction and truth disagree in red (void not counted)."""
     import numpy as np
 
-    from ..data.dataset import IGNORE_INDEX
+    from ..constants import IGNORE_INDEX
 
     grey = np.asarray(image, dtype=np.float32)
     grey = grey.mean(axis=2) if grey.ndim == 3 else grey

@@ -9,34 +9,18 @@ structures keep their width in pixels instead of being down-scaled away.
 
 from __future__ import annotations
 
-__all__ = ["seg_batch_tfms", "resolve_aug", "AUG_FULL_STEPS"]
+__all__ = ["seg_batch_tfms"]
 
-AUG_FULL_STEPS = 1000  # --aug auto: the full recipe from this many optimiser steps on, none below. Shorter runs
-# underfit, and augmentation only slows fitting down. ISBI's 4-minute benchmark, full-resolution mIoU:
-# bs 8 (~45 steps) none 0.729, full 0.712; bs 4 (~100 steps) none 0.751 and 0.714, flips 0.734, full 0.710.
-# The 1000 is a judgement (a few epochs of a 1000-image set), not a measurement.
-
-
-def resolve_aug(level: str | bool, steps: int) -> str:
-    """The augmentation level for a run of ``steps`` optimiser steps: ``auto`` -> full or none."""
-    if isinstance(level, bool):
-        return "full" if level else "none"
-    if level == "auto":
-        return "full" if steps >= AUG_FULL_STEPS else "none"
-    return level
-
-
-def seg_batch_tfms(level: str | bool = "full") -> list:
-    """fastai batch transforms for an augmentation level, then ImageNet normalisation.
+def seg_batch_tfms(level: str = "full") -> list:
+    """fastai batch transforms for an augmentation level (the plan's), then ImageNet normalisation.
 
     ``full``: the recipe below; ``flips``: only the 8 dihedral flips/rotations (exact pixel moves, no
-    resampling); ``none``: normalisation only. ``True``/``False`` mean full/none.
+    resampling); ``none``: normalisation only.
     """
     from fastai.data.transforms import Normalize
     from fastai.vision.augment import aug_transforms
     from fastai.vision.core import imagenet_stats
 
-    level = resolve_aug(level, 0) if isinstance(level, bool) else level
     if level not in ("full", "flips", "none"):
         raise ValueError(f"augmentation level must be full, flips or none, got {level!r}")
     tfms = []

@@ -6,19 +6,17 @@ is top-level, and their in-RAM caches are left out of the pickle (an export hold
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..config import FitConfig, Notify, silent
-from .augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
 from ..data.dataset import DataSpec, read_image
 from ..data.images import MaskDecoder, Scaling
-from .progressive import optimiser_steps
+from .augment import seg_batch_tfms
 
-__all__ = ["ImageForPath", "MaskForImage", "auto_size", "make_dataloaders", "cache_bytes", "dataloaders_for",
-           "train_crops_like"]
+__all__ = ["ImageForPath", "MaskForImage", "Getters", "make_dataloaders", "plan_loaders", "crop_loaders"]
 
 
 def _open_image(path, scaling: Scaling | None = None) -> np.ndarray:
@@ -90,40 +88,34 @@ class MaskForImage(_Cached):
         return PILMask.create(arr)
 
 
-def auto_size(spec: DataSpec, size: int | None) -> int:
-    """The training crop side: the requested one, else min(256, smallest side) rounded down to /32."""
-    if size is not None:
-        return size
-    return max(32, min(256, spec.min_side) // 32 * 32)
+@dataclass
+class Getters:
+    """The run's fastai ``get_x``/``get_y``, shared by every DataLoaders it makes (one RAM cache, not one per
+    crop size): the LR finder's, the half-size part's and the full-size ones all read through them."""
+
+    x: ImageForPath
+    y: MaskForImage
+
+    @classmethod
+    def for_spec(cls, spec: DataSpec, cache: bool) -> "Getters":
+        """Getters for every image of ``spec``'s train and valid splits; ``cache``: decode them all now."""
+        samples = [*spec.train, *spec.valid]
+        getters = cls(ImageForPath(spec.scaling), MaskForImage({str(s.image): str(s.mask) for s in samples},
+                                                               spec.decoder))
+        if cache:
+            unique = list(dict.fromkeys(s.image for s in samples))
+            getters.x.preload(unique)
+            getters.y.preload(unique)
+        return getters
 
 
-def cache_bytes(spec: DataSpec) -> int:
-    """RAM the decoded set needs in the cache: 3 bytes per image pixel + 1 per mask pixel.
+def make_dataloaders(spec: DataSpec, size: int, bs: int, getters: Getters, num_workers: int = 0, device=None,
+                     aug: str = "full", repeats: int = 1):
+    """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), augmentation ``aug``.
 
-    ``discover`` already counted every mask pixel (``class_pixels``, void included), so no file is
-    opened again; a hand-made spec without those counts falls back to reading image headers.
-    """
-    if {"train", "valid"} <= set(spec.class_pixels):
-        return 4 * (sum(spec.class_pixels["train"]) + sum(spec.class_pixels["valid"]))
-    from PIL import Image
-
-    total = 0
-    for s in (*spec.train, *spec.valid):
-        with Image.open(s.image) as im:
-            total += im.size[0] * im.size[1] * 4
-    return total
-
-
-def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, device=None, cache: bool = False,
-                     aug: str | bool = "full", repeats: int = 1, getters=None):
-    """fastai DataLoaders: random crops of ``size`` (train) / centre crops (valid), flips, light affine.
-
-    ``cache``: decode every image and mask once now and serve batches from RAM (``dls.fastseg_cache``
-    says which). Batch transforms (augmentation, normalisation) run on ``device``; on CUDA the
-    DataLoader pins its batches for asynchronous host-to-device copies. ``repeats``: each training
-    image appears that many times per epoch (each time with its own random crop). ``getters``: the
-    ``(get_x, get_y)`` of DataLoaders made earlier from the same ``spec``, to share their RAM cache
-    instead of decoding the set again.
+    Batch transforms (augmentation, normalisation) run on ``device``; on CUDA the DataLoader pins its
+    batches for asynchronous host-to-device copies. ``repeats``: each training image appears that many
+    times per epoch (each time with its own random crop).
     """
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
@@ -134,73 +126,31 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
 
     samples = list(spec.train) * repeats + list(spec.valid)
     items = [s.image for s in samples]
-    masks = {str(s.image): str(s.mask) for s in samples}
     n_train = len(spec.train) * repeats
     valid_idx = list(range(n_train, len(samples)))
     # Crop rather than down-scale large images, so thin structures keep their width in pixels;
     # SegCrop = RandomCrop that the export switches to whole images (fastseg.train.transforms).
     item_tfms = [SegCrop(size)] if spec.min_side >= size else [Resize(size)]
-    batch_tfms = seg_batch_tfms(aug)  # fastseg.train.augment: full / flips / none (normalisation only)
-    get_x, get_y = getters or (ImageForPath(spec.scaling), MaskForImage(masks, spec.decoder))
-    if cache and getters is None:
-        unique = list(dict.fromkeys(items))
-        get_x.preload(unique)
-        get_y.preload(unique)
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))),
-                      get_x=get_x, get_y=get_y,
-                      splitter=IndexSplitter(valid_idx),
-                      item_tfms=item_tfms, batch_tfms=batch_tfms)
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))), get_x=getters.x, get_y=getters.y,
+                      splitter=IndexSplitter(valid_idx), item_tfms=item_tfms,
+                      batch_tfms=seg_batch_tfms(aug))  # fastseg.train.augment: full / flips / none
     pin = device is not None and torch.device(device).type == "cuda"
-    dls = block.dataloaders(items, bs=bs, num_workers=num_workers, device=device, pin_memory=pin,
-                            val_bs=bs, drop_last=n_train > bs)
-    dls.fastseg_cache = "ram" if cache else "none"
-    dls.fastseg_aug = aug
-    dls.fastseg_getters = (get_x, get_y)
-    return dls
+    return block.dataloaders(items, bs=bs, num_workers=num_workers, device=device, pin_memory=pin,
+                             val_bs=bs, drop_last=n_train > bs)
 
 
-def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = silent):
-    """``make_dataloaders`` with ``cfg``'s machine-dependent choices resolved and reported:
-    ``--bs auto``, ``--num-workers auto``, ``--cache auto``."""
-    from ..device import auto_batch_size, resolve_cache, resolve_num_workers, training_device
-    from .distributed import local_world_size, run_on_main
-
-    device = training_device()
-    bs = cfg.bs
-    if bs == "auto":
-        from ..model import build_model
-
-        probe, _ = build_model(cfg.encoder, spec.n_classes, "none")
-        bs, why = auto_batch_size(probe, size, device, n_train=len(spec.train))
-        del probe
-        notify(f"batch size {bs} (--bs auto: {why})")
-    needed, copies = cache_bytes(spec), local_world_size()
-    # DDP: rank 0 decides for every rank from one free-RAM reading, counting each local process's copy
-    cache = run_on_main(resolve_cache, cfg.cache, needed, processes=copies)
-    if cfg.cache == "auto" and not cache:
-        notify(f"not caching images in RAM: the decoded set needs {needed / 2**20:.0f} MiB"
-               f"{f' x {copies} processes' if copies > 1 else ''} (--cache ram to force, --cache none to silence)")
-    workers = resolve_num_workers(cfg.num_workers, device, cached=cache, batches=max(1, len(spec.train) // bs))
-    steps = optimiser_steps(cfg, spec, size, bs)  # with progressive resizing's extra half-size crops
-    aug = resolve_aug(cfg.aug, steps)
-    if cfg.aug == "auto":
-        notify(f"augmentation: {aug} (auto: {steps} optimiser steps {'>=' if aug == 'full' else '<'} "
-               f"{AUG_FULL_STEPS}; --aug full|flips|none to choose)")
-    return make_dataloaders(spec, size=size, bs=bs, num_workers=workers, device=device, cache=cache, aug=aug)
+def plan_loaders(spec: DataSpec, plan, getters: Getters):
+    """The run's full-size DataLoaders, everything as ``plan`` (a ``RunPlan``) says."""
+    return make_dataloaders(spec, size=plan.size, bs=plan.bs, getters=getters, num_workers=plan.workers,
+                            device=torch.device(plan.device), aug=plan.aug)
 
 
-def train_crops_like(dls, spec: DataSpec, size: int, repeats: int = 1, keep_valid: bool = True):
-    """``dls`` with training crops of ``size`` (``repeats`` per image per epoch) and everything else
-    as in ``dls`` (batch size, workers, device, cache, augmentation). ``keep_valid``: validate on
-    ``dls``'s own validation loader, so metrics stay comparable with full-size epochs."""
+def crop_loaders(dls, spec: DataSpec, plan, getters: Getters, size: int, repeats: int = 1, keep_valid: bool = True):
+    """DataLoaders like ``dls`` (the plan's batch size, workers, device, augmentation) but with training crops
+    of ``size``, ``repeats`` per image per epoch. ``keep_valid``: validate on ``dls``'s own validation
+    loader, so metrics stay comparable with full-size epochs (progressive resizing; the LR finder needs none)."""
     from fastai.data.core import DataLoaders
 
-    small = make_dataloaders(spec, size=size, bs=dls.train.bs, num_workers=dls.train.fake_l.num_workers,
-                             device=dls.device, cache=getattr(dls, "fastseg_cache", "none") == "ram",
-                             aug=getattr(dls, "fastseg_aug", "full"), repeats=repeats,
-                             getters=getattr(dls, "fastseg_getters", None))  # one RAM cache, not two
-    if not keep_valid:
-        return small
-    mixed = DataLoaders(small.train, dls.valid, path=dls.path, device=dls.device)
-    mixed.fastseg_cache, mixed.fastseg_aug = small.fastseg_cache, small.fastseg_aug
-    return mixed
+    small = make_dataloaders(spec, size=size, bs=plan.bs, getters=getters, num_workers=plan.workers,
+                             device=torch.device(plan.device), aug=plan.aug, repeats=repeats)
+    return DataLoaders(small.train, dls.valid, path=dls.path, device=dls.device) if keep_valid else small

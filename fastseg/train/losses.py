@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LOSS_CHOICES as LOSSES
-from ..data.dataset import IGNORE_INDEX
+from ..constants import IGNORE_INDEX
 from ..errors import ConfigError
 from ..metrics import class_argmax
 

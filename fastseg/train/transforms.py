@@ -15,9 +15,10 @@ from fastai.vision.augment import PadMode, RandomCrop
 from fastcore.basics import fastuple
 from PIL import Image
 
+from ..constants import STRIDE
+
 __all__ = ["SegCrop", "whole_image_inference", "STRIDE"]
 
-STRIDE = 32  # the Unet halves the resolution five times: inputs must be a multiple of 2**5
 
 
 class SegCrop(RandomCrop):

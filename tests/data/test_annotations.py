@@ -346,7 +346,7 @@ def test_void_class_is_not_exported(tmp_path):
 @pytest.mark.parametrize("make", [make_coco, make_cvat, make_labelme])
 def test_each_label_format_trains(tmp_path, make):
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     root = make(tmp_path / "d")
     cfg = FitConfig(data=str(root), epochs=1, lr=1e-3, bs=4, weights="none", export=str(tmp_path / "m.pkl"),

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from fastseg.data.dataset import IGNORE_INDEX, discover, read_mask
-from fastseg.train.loaders import MaskForImage, auto_size
+from fastseg.train.loaders import MaskForImage
+from fastseg.train.plan import auto_size
 from fastseg.data.demo import DEMO_CODES, make_demo_data
 from fastseg.errors import DataError
 
@@ -45,7 +46,7 @@ def test_discover_demo(tiny_data):
     assert spec.codes == DEMO_CODES
     assert len(spec.train) == 8 and len(spec.valid) == 2
     assert {s.image.stem for s in spec.valid} == {"shapes_008", "shapes_009"}
-    assert spec.min_side == 64 and auto_size(spec, None) == 64
+    assert spec.min_side == 64 and auto_size(spec.min_side, None)[0] == 64
     lut = np.asarray(spec.lut)
     assert list(lut[:4]) == [0, 1, 2, 3] and lut[255] == IGNORE_INDEX
 
@@ -264,10 +265,10 @@ def test_inspect_reports_every_problem(tmp_path):
 
 
 def test_colour_masks_reach_the_dataloaders_as_class_indices(tmp_path):
-    from fastseg.train.loaders import make_dataloaders
+    from fastseg.train.loaders import Getters, make_dataloaders
 
     spec = discover(make_colour(tmp_path / "c", n=4))
-    dls = make_dataloaders(spec, size=32, bs=2)
+    dls = make_dataloaders(spec, size=32, bs=2, getters=Getters.for_spec(spec, cache=False))
     _, y = dls.one_batch()
     assert set(np.unique(y.cpu().numpy()).tolist()) <= {0, 1, 2, IGNORE_INDEX}
     assert IGNORE_INDEX in np.unique(y.cpu().numpy())
@@ -295,7 +296,7 @@ def test_isbi_check_report(isbi):
 def test_fit_one_epoch_on_voc_layout_with_void_border(tmp_path):
     """VOC palette masks with a 255 border train end to end; void pixels stay out of the metrics."""
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     root = make_voc(tmp_path / "voc")
     cfg = FitConfig(data=str(root), epochs=1, lr=1e-3, bs=2, size=32, weights="none", export=str(tmp_path / "m.pkl"))

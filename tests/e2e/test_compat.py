@@ -91,7 +91,7 @@ def test_old_pkl_and_bundle_predict_the_same_masks(old_run, tiny_data, tmp_path)
 
 
 def test_old_interrupted_run_resumes(old_run):
-    from fastseg.train.loop import resume
+    from fastseg.pipeline import resume
 
     result = resume(old_run / "runs" / "cut")
     assert [row["epoch"] for row in result.history] == [0, 1]

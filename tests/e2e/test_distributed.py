@@ -160,7 +160,7 @@ def test_torchrun_progressive_resizing_switches_loaders_in_every_process(tmp_pat
     data = make_demo_data(tmp_path / "data", n=10, size=64, seed=3, n_valid=3)
     out = tmp_path / "out"
     text = _torchrun_fit(tmp_path, data, out, "--epochs", "4", "--progressive", "on", "--name", "prog")
-    assert "progressive resizing: epochs 1-2 on 32 px crops (4 per image), 3-4 on 64 px at LR/4" in text
+    assert "progressive    32 px x4 per image for 2 epochs, then 64 px at LR/4" in text
     assert text.count("exported ") == 1 and "samples per rank: train 4+3, valid 2+1" in text
     with (tmp_path / "runs" / "prog" / "history.csv").open() as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]  # rank 0 alone logs

@@ -96,7 +96,7 @@ def test_learn_predict_on_the_export_segments_the_whole_of_a_large_image(trained
 
 def test_seed_gives_same_metrics(tiny_data, tmp_path):
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     # precision fixed: --precision auto times a step, and on a loaded machine two runs may choose differently
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", runs_dir=str(tmp_path / "runs"),
@@ -165,7 +165,7 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_data, tmp_path):
     import torch
     from fault_driver import kill_at
 
-    from fastseg.train.loop import resume
+    from fastseg.pipeline import resume
 
     runs = tmp_path / "runs"
     kill_at("mid-epoch", ["--data", str(tiny_data), "--epochs", "3", "--lr", "1e-3", "--bs", "4", "--weights", "none",
@@ -183,7 +183,7 @@ def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_data, tmp_path):
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_path):
     from fastseg.config import FitConfig
     from fastseg.errors import TrainingError
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     cfg = FitConfig(data=str(tiny_data), epochs=2, lr=1e12, bs=4, weights="none", loss="ce",
                     runs_dir=str(tmp_path / "runs"), name="nan", export=str(tmp_path / "m.pkl"))
@@ -193,21 +193,12 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
     assert not (tmp_path / "m.pkl").exists()
 
 
-def test_plan_phases_progressive_splits_the_trained_epochs():
+def test_progressive_choice_is_validated():
     from fastseg.config import FitConfig
     from fastseg.errors import ConfigError
-    from fastseg.train.loop import Phase, plan_phases
 
-    cfg = FitConfig(epochs=14)
-    assert plan_phases(cfg, False, 1e-3) == [Phase(14, 1e-3, pct_start=0.25, div=25.0, frozen=False)]
-    phases = plan_phases(cfg, False, 1e-3, small=128)
-    assert [(p.epochs, p.size, p.lr, p.frozen) for p in phases] == [(9, 128, 1e-3, False), (5, None, 2.5e-4, False)]
-    phases = plan_phases(cfg.replace(epochs=5), True, 1e-3, small=128)  # pretrained: 1 frozen + 5 unfrozen
-    assert [(p.epochs, p.size, p.frozen) for p in phases] == [(1, 128, True), (3, 128, False), (2, None, False)]
-    assert phases[1].lr == slice(1e-3 / 200, 1e-3 / 2)  # discriminative LRs in both parts, a quarter at full size
-    assert phases[2].lr.start == pytest.approx(1e-3 / 800) and phases[2].lr.stop == pytest.approx(1e-3 / 8)
     with pytest.raises(ConfigError, match="progressive must be one of auto, on, off, got 'yes'"):
-        cfg.replace(progressive="yes")
+        FitConfig(progressive="yes")
 
 
 def test_run_phases_switches_loaders_and_resumes_inside_a_later_phase(monkeypatch):
@@ -217,7 +208,7 @@ def test_run_phases_switches_loaders_and_resumes_inside_a_later_phase(monkeypatc
 
     import fastseg.train.loop as T
 
-    monkeypatch.setattr(T, "one_cycle_scheds", lambda learn, phase, skip: {"skip": skip})
+    monkeypatch.setattr(T, "one_cycle_scheds", lambda learn, phase, lr, skip: {"skip": skip})
     monkeypatch.setattr(T, "ParamScheduler", lambda scheds: scheds)
     calls = []
 
@@ -237,11 +228,11 @@ def test_run_phases_switches_loaders_and_resumes_inside_a_later_phase(monkeypatc
             calls.append((self.dls, n, cbs[0]["skip"]))
 
     learn = Learn()
-    phases = [T.Phase(2, 1e-3, 0.25, 25.0, False, size=32), T.Phase(2, 1e-3, 0.25, 25.0, False)]
-    T._run_phases(learn, phases, done=3, cbs=[], state={"opt": {}}, loaders={32: "small"})
+    phases = [T.Phase(2, (1.0,), 0.25, 25.0, False, size=32), T.Phase(2, (0.25,), 0.25, 25.0, False)]
+    T.run_phases(learn, phases, 1e-3, done=3, cbs=[], opt_state={}, loaders={32: "small"})
     assert calls == ["unfreeze", "opt restored", ("full", 1, 1)] and learn.dls == "full"
     calls.clear()
-    T._run_phases(learn, phases, done=1, cbs=[], state=None, loaders={32: "small"})
+    T.run_phases(learn, phases, 1e-3, done=1, cbs=[], opt_state=None, loaders={32: "small"})
     assert calls == ["unfreeze", ("small", 1, 1), "unfreeze", ("full", 2, 0)] and learn.dls == "full"
 
 
@@ -249,7 +240,7 @@ def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data,
     from fastai.learner import load_learner
 
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
     from fastseg.train.transforms import SegCrop
 
     said = []
@@ -257,8 +248,7 @@ def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data,
                     runs_dir=str(tmp_path / "runs"), name="prog", export=str(tmp_path / "m.pkl"))
     result = fit(cfg, notify=said.append)
     assert result.progressive == {"size": 32, "epochs": 2}
-    assert any("progressive resizing: epochs 1-2 on 32 px crops (4 per image), 3-4 on 64 px at LR/4; validation at 64"
-               in m for m in said)
+    assert any("progressive    32 px x4 per image for 2 epochs, then 64 px at LR/4" in m for m in said)
     assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]
     assert json.loads((result.run / "metrics.json").read_text())["progressive"] == {"size": 32, "epochs": 2}
     learn = load_learner(result.export)
@@ -275,18 +265,19 @@ def test_fit_clips_gradients_unless_turned_off(tiny_data, tmp_path, monkeypatch,
     import fastseg.train.loop as T
     from fastseg.config import FitConfig
     from fastseg.errors import Interrupted
+    from fastseg.pipeline import fit
 
     seen = {}
 
-    def capture(learn, phases, done, cbs, state, loaders=None):
+    def capture(learn, phases, lr, done, cbs, opt_state, loaders=None):
         seen["cbs"] = cbs
         raise KeyboardInterrupt  # stop before any training: only the callbacks matter here
 
-    monkeypatch.setattr(T, "_run_phases", capture)
+    monkeypatch.setattr(T, "run_phases", capture)
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", grad_clip=clip,
                     runs_dir=str(tmp_path / "runs"), export=str(tmp_path / "m.pkl"))
     with pytest.raises(Interrupted):  # the run's Ctrl-C message
-        T.fit(cfg)
+        fit(cfg)
     clips = [cb for cb in seen["cbs"] if isinstance(cb, GradientClip)]
     assert [cb.max_norm for cb in clips] == ([clip] if clip else [])
     assert all(cb.order > MixedPrecision.order for cb in clips)  # clips true (unscaled) gradients
@@ -299,9 +290,9 @@ def test_gradient_clip_bounds_the_step_gradient(tiny_data, tmp_path):
     from fastai.callback.training import GradientClip
 
     from fastseg.config import FitConfig
-    from fastseg.train.loop import build_learner
+    from fastseg.train.loop import prepare
 
-    learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none", epochs=1), workdir=tmp_path)
+    learn = prepare(FitConfig(data=str(tiny_data), bs=4, weights="none", epochs=1), workdir=tmp_path).learn
     norms = []
 
     class Spy(Callback):

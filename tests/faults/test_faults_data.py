@@ -89,7 +89,7 @@ def _wide_set(root):
 
 
 def test_16bit_images_of_one_set_are_scaled_by_one_rule(tmp_path):
-    from fastseg.train.loaders import ImageForPath, make_dataloaders
+    from fastseg.train.loaders import Getters, ImageForPath
 
     notes = []
     spec = discover(_wide_set(tmp_path / "d"), notify=notes.append)
@@ -97,8 +97,7 @@ def test_16bit_images_of_one_set_are_scaled_by_one_rule(tmp_path):
     assert check(spec.root).image_values == spec.scaling.why
     assert ("image values: 3 training image(s) wider than 8 bits, largest value 60000: every image scaled by "
             "255/65535 (the 16-bit range), in training and prediction alike") in notes
-    dls = make_dataloaders(spec, size=SIDE, bs=2)
-    get_x = dls.fastseg_getters[0]
+    get_x = Getters.for_spec(spec, cache=False).x
     for name, peak in PEAKS.items():
         got = get_x(spec.root / "images" / f"{name}.png")
         assert got.max() == round(peak * 255 / 65535)  # not 255 for each image, as per-image scaling gave
@@ -115,9 +114,10 @@ def _bundle(cfg, dest):
 
     from fastseg.export.bundle import write_bundle
     from fastseg.infer.predictor import Predictor
-    from fastseg.train.loop import build_learner
+    from fastseg.train.loop import prepare
 
-    learn, spec, _ = build_learner(cfg)
+    session = prepare(cfg)
+    learn, spec = session.learn, session.spec
     shutil.rmtree(learn.path, ignore_errors=True)
     return write_bundle(learn.model, Predictor.from_learner(learn, backend="torch").info(), dest), spec
 

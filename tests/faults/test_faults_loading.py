@@ -264,36 +264,42 @@ def test_cache_decision_counts_every_local_process():
         resolve_cache("ram", needed_bytes=2 * gib, free_bytes=gib)
 
 
+def _plan(tiny_data, **options):
+    from fastseg.data.dataset import discover
+    from fastseg.model import WeightsInfo
+    from fastseg.train.loop import plan_for
+
+    cfg = FitConfig(data=str(tiny_data), bs=4, precision="fp32", **options)
+    return plan_for(cfg, discover(tiny_data), WeightsInfo("none", False, "random"))
+
+
 def test_cache_ram_that_does_not_fit_is_refused(tiny_data, monkeypatch):
     import fastseg.device as device
-    from fastseg.data.dataset import discover
-    from fastseg.train.loaders import dataloaders_for
 
     monkeypatch.setattr(device, "available_ram", lambda: 1000)
     with pytest.raises(ConfigError, match=r"^--cache ram: the decoded images need 0\.0 GiB of RAM, but only 0\.0 GiB"):
-        dataloaders_for(FitConfig(data=str(tiny_data), bs=4, cache="ram"), discover(tiny_data), 64)
+        _plan(tiny_data, cache="ram")
 
 
 def test_auto_cache_counts_local_processes(tiny_data, monkeypatch):
     import fastseg.device as device
     from fastseg.data.dataset import discover
-    from fastseg.train.loaders import cache_bytes, dataloaders_for
+    from fastseg.train.plan import cache_bytes
 
-    spec = discover(tiny_data)
-    monkeypatch.setattr(device, "available_ram", lambda: 4 * 2 * cache_bytes(spec))  # one copy fits 25%, four do not
+    needed = cache_bytes(discover(tiny_data))
+    monkeypatch.setattr(device, "available_ram", lambda: 4 * 2 * needed)  # one copy fits 25%, four do not
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    said = []
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4), spec, 64, notify=said.append)
-    assert dls.fastseg_cache == "none"
-    assert said[0] == "not caching images in RAM: the decoded set needs 0 MiB x 4 processes " \
-                      "(--cache ram to force, --cache none to silence)"
+    plan = _plan(tiny_data)
+    assert not plan.cache
+    assert plan.why["cache"] == "auto: the decoded set needs 0 MiB x 4 processes, > 25% of free RAM"
 
 
-def test_other_ranks_take_rank_0s_cache_decision(tiny_data, monkeypatch):
+def test_other_ranks_take_rank_0s_plan(tiny_data, monkeypatch):
+    """Under DDP only rank 0 reads the machine and measures; the others take its plan (the cache decision too)."""
     import fastseg.device as device
     import fastseg.train.distributed as distributed
-    from fastseg.data.dataset import discover
-    from fastseg.train.loaders import dataloaders_for
+
+    rank0 = _plan(tiny_data, cache="ram")
 
     def no_reading():
         raise AssertionError("a rank other than 0 read the free RAM")
@@ -301,9 +307,9 @@ def test_other_ranks_take_rank_0s_cache_decision(tiny_data, monkeypatch):
     monkeypatch.setattr(device, "available_ram", no_reading)
     monkeypatch.setattr(distributed, "is_distributed", lambda: True)
     monkeypatch.setattr(distributed, "is_main_process", lambda: False)
-    monkeypatch.setattr(distributed, "broadcast_value", lambda value: (True, True))  # rank 0: cache
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4), discover(tiny_data), 64)
-    assert dls.fastseg_cache == "ram"
+    monkeypatch.setattr(distributed, "broadcast_value", lambda value: (True, rank0))  # rank 0's outcome
+    plan = _plan(tiny_data)
+    assert plan == rank0 and plan.cache
 
 
 # 7. writes never touch the process umask

@@ -143,7 +143,7 @@ def _destination_case(case: str, tmp: Path) -> tuple[Path, str]:
                                   "not its bundle's"])
 def test_bad_export_destination_is_refused_before_training(tiny_data, tmp_path, case):
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     dest, message = _destination_case(case, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
@@ -223,7 +223,7 @@ def test_an_export_that_is_its_models_only_copy_moves_into_its_run_folder(tmp_pa
 
 def test_an_export_whose_run_folder_is_gone_is_not_replaced(tiny_data, tmp_path):
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     dest, old_run = _legacy_export(tmp_path)
     shutil.rmtree(old_run)
@@ -287,7 +287,7 @@ def test_second_fit_keeps_the_first_model_and_a_failed_finish_can_be_resumed(tra
     folder keeps its own copy; a disk-full copy after the last epoch leaves a run that --resume finishes."""
     import fastseg.export.publish
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit, resume
+    from fastseg.pipeline import fit, resume
 
     dest = tmp_path / "exports" / "model.pkl"
     _earlier_model(trained, dest)
@@ -342,7 +342,7 @@ def test_ctrl_c_changed_data_old_checkpoint_and_full_disk_all_resume(tiny_data, 
 
     import fastseg.train.callbacks
     import fastseg.train.loop
-    from fastseg.train.loop import resume
+    from fastseg.pipeline import resume
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -408,7 +408,7 @@ def test_sigkill_at_every_write_then_resume_finishes_the_same_run(trained, tiny_
     as one pair; the model that was at --export before is still in its run folder."""
     from fastseg.export.bundle import read_bundle
     from fastseg.train.runs import BEST_NEXT, load_best, load_run_state
-    from fastseg.train.loop import resume
+    from fastseg.pipeline import resume
 
     dest = tmp_path / "exports" / "model.pkl"
     _earlier_model(trained, dest)
@@ -470,10 +470,10 @@ def test_resume_takes_another_export_destination(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_stopped_by_patience_resumes_to_its_finish_not_to_more_epochs(tiny_data, tmp_path, monkeypatch):
+    import fastseg.pipeline
     import fastseg.train.callbacks
-    import fastseg.train.loop
     from fastseg.config import FitConfig
-    from fastseg.train.loop import fit, resume
+    from fastseg.pipeline import fit, resume
 
     init = fastseg.train.callbacks.Patience.__init__
 
@@ -482,7 +482,7 @@ def test_a_run_stopped_by_patience_resumes_to_its_finish_not_to_more_epochs(tiny
         self.comp = lambda value, best: False
 
     monkeypatch.setattr(fastseg.train.callbacks.Patience, "__init__", never_improves)
-    monkeypatch.setattr(fastseg.train.loop, "_write_outputs", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(fastseg.pipeline, "_write_outputs", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     cfg = FitConfig(data=str(tiny_data), epochs=3, lr=1e-3, bs=4, weights="none", patience=1,
                     export=str(tmp_path / "m.pkl"), runs_dir=str(tmp_path / "runs"), name="p")
     run = tmp_path / "runs" / "p"

@@ -9,8 +9,7 @@ import torch
 
 from fastseg.config import FitConfig
 from fastseg.data.dataset import discover
-from fastseg.device import resolve_num_workers
-from fastseg.train.loaders import ImageForPath, MaskForImage, cache_bytes, dataloaders_for, make_dataloaders
+from fastseg.train.loaders import Getters, ImageForPath, MaskForImage, make_dataloaders
 
 
 @pytest.fixture
@@ -21,8 +20,7 @@ def tiny_copy(tiny_data, tmp_path):
 
 def test_cached_loader_serves_batches_after_files_are_gone(tiny_copy):
     spec = discover(tiny_copy)
-    dls = make_dataloaders(spec, size=64, bs=4, cache=True)
-    assert dls.fastseg_cache == "ram"
+    dls = make_dataloaders(spec, size=64, bs=4, getters=Getters.for_spec(spec, cache=True))
     shutil.rmtree(tiny_copy / "images")
     shutil.rmtree(tiny_copy / "masks")
     x, y = dls.one_batch()
@@ -32,8 +30,7 @@ def test_cached_loader_serves_batches_after_files_are_gone(tiny_copy):
 
 def test_uncached_loader_reads_from_disk(tiny_copy):
     spec = discover(tiny_copy)
-    dls = make_dataloaders(spec, size=64, bs=4, cache=False)
-    assert dls.fastseg_cache == "none"
+    dls = make_dataloaders(spec, size=64, bs=4, getters=Getters.for_spec(spec, cache=False))
     shutil.rmtree(tiny_copy / "images")
     with pytest.raises(Exception):
         dls.one_batch()
@@ -66,36 +63,14 @@ def test_cache_is_not_pickled(tiny_data):
     assert np.array_equal(np.asarray(back_y(items[0])), np.asarray(get_y(items[0])))
 
 
-def test_cache_bytes_counts_decoded_rgb_and_mask(tiny_data):
-    spec = discover(tiny_data)
-    assert cache_bytes(spec) == 10 * 64 * 64 * 4
-
-
-@pytest.mark.parametrize("mode, expected", [("auto", "ram"), ("ram", "ram"), ("none", "none")])
-def test_dataloaders_for_resolves_cache(tiny_data, mode, expected):
-    spec = discover(tiny_data)
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, cache=mode), spec, 64)
-    assert dls.fastseg_cache == expected
-    assert dls.train.fake_l.num_workers == resolve_num_workers("auto", torch.device(dls.device),
-                                                               cached=expected == "ram", batches=len(spec.train) // 4)
-    assert dls.train.bs == 4
-
-
-def test_dataloaders_for_bs_auto_reports_choice(tiny_data):
-    spec = discover(tiny_data)
-    said = []
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs="auto"), spec, 64, notify=said.append)
-    assert dls.train.bs == 8  # capped by the 8 training images
-    assert said and said[0].startswith("batch size 8 (--bs auto: ")
-
-
 def test_isbi_cached_batches_are_binary_classes(isbi):
     spec = discover(isbi)
-    dls = make_dataloaders(spec, size=128, bs=4, cache=True)
+    getters = Getters.for_spec(spec, cache=True)
+    dls = make_dataloaders(spec, size=128, bs=4, getters=getters)
     x, y = dls.one_batch()
     assert x.shape == (4, 3, 128, 128) and x.dtype == torch.float32
     assert set(torch.unique(y).tolist()) <= {0, 1}
-    assert dls.fastseg_cache == "ram"
+    assert len(getters.x.cache) == len(spec.train) + len(spec.valid)
 
 
 def test_segcrop_crops_during_fit_and_passes_whole_images_for_the_export(tiny_data):
@@ -105,7 +80,8 @@ def test_segcrop_crops_during_fit_and_passes_whole_images_for_the_export(tiny_da
 
     from fastseg.train.transforms import SegCrop, whole_image_inference
 
-    dls = make_dataloaders(discover(tiny_data), size=32, bs=2)
+    spec = discover(tiny_data)
+    dls = make_dataloaders(spec, size=32, bs=2, getters=Getters.for_spec(spec, cache=False))
     assert any(isinstance(t, SegCrop) for t in dls.valid.after_item.fs)
     x, y = dls.valid.one_batch()
     assert x.shape[-2:] == (32, 32) and y.shape[-2:] == (32, 32)
@@ -118,12 +94,10 @@ def test_segcrop_crops_during_fit_and_passes_whole_images_for_the_export(tiny_da
     assert x.shape[-2:] == (32, 32) and not any(t.whole for t in crops)
 
 
-def test_aug_levels_and_the_auto_rule():
-    from fastseg.train.augment import AUG_FULL_STEPS, resolve_aug, seg_batch_tfms
+def test_aug_levels():
     from fastseg.errors import ConfigError
+    from fastseg.train.augment import seg_batch_tfms
 
-    assert resolve_aug("auto", AUG_FULL_STEPS) == "full" and resolve_aug("auto", AUG_FULL_STEPS - 1) == "none"
-    assert resolve_aug("flips", 1) == "flips" and resolve_aug(True, 1) == "full" and resolve_aug(False, 10**6) == "none"
     names = {level: [type(t).__name__ for t in seg_batch_tfms(level)] for level in ("full", "flips", "none")}
     assert names["none"] == ["Normalize"]
     assert names["flips"] == ["Dihedral", "Normalize"]
@@ -133,37 +107,25 @@ def test_aug_levels_and_the_auto_rule():
         FitConfig(aug="heavy")
 
 
-def test_dataloaders_for_reports_the_auto_aug_choice(tiny_data):
-    spec = discover(tiny_data)
-    said = []
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, epochs=3), spec, 64, notify=said.append)
-    assert dls.fastseg_aug == "none"
-    assert any(m.startswith("augmentation: none (auto: 6 optimiser steps < 1000") for m in said)
-    said.clear()
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, epochs=500), spec, 64, notify=said.append)
-    assert dls.fastseg_aug == "full" and any("1000 optimiser steps >= 1000" in m for m in said)
-    said.clear()  # progressive resizing: 6 epochs of 4 x 8 crops of 32 px (8 batches), 4 of 2 batches
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, epochs=10, progressive="on"), spec, 64,
-                          notify=said.append)
-    assert any(m.startswith("augmentation: none (auto: 56 optimiser steps < 1000") for m in said)
-    said.clear()
-    dls = dataloaders_for(FitConfig(data=str(tiny_data), bs=4, aug="flips"), spec, 64, notify=said.append)
-    assert dls.fastseg_aug == "flips" and not any(m.startswith("augmentation") for m in said)
+def test_crop_loaders_keep_validation_and_repeat_images(tiny_data, monkeypatch):
+    """Progressive resizing's first part: smaller training crops, k per image per epoch, same validation,
+    the plan's batch size and augmentation, and the run's one RAM cache."""
+    from types import SimpleNamespace
 
-
-def test_train_crops_like_keeps_validation_and_repeats_images(tiny_data, monkeypatch):
-    """Progressive resizing's first part: smaller training crops, k per image per epoch, same validation."""
     import fastseg.train.loaders as loaders_mod
-    from fastseg.train.loaders import make_dataloaders, train_crops_like
+    from fastseg.train.loaders import crop_loaders, plan_loaders
 
     spec = discover(tiny_data)
-    dls = make_dataloaders(spec, size=64, bs=4, cache=True, aug="flips")
+    plan = SimpleNamespace(size=64, bs=4, workers=0, device="cpu", aug="flips")
+    getters = Getters.for_spec(spec, cache=True)
+    dls = plan_loaders(spec, plan, getters)
     decoded = []
     real = loaders_mod._open_image
-    monkeypatch.setattr(loaders_mod, "_open_image", lambda p: decoded.append(p) or real(p))
-    small = train_crops_like(dls, spec, 32, repeats=4)
-    assert decoded == []  # the RAM cache of ``dls`` is shared, not decoded again
-    assert small.valid is dls.valid and small.fastseg_aug == "flips" and small.fastseg_cache == "ram"
+    monkeypatch.setattr(loaders_mod, "_open_image", lambda *a: decoded.append(a) or real(*a))
+    small = crop_loaders(dls, spec, plan, getters, 32, repeats=4)
+    assert decoded == []  # the RAM cache is shared, not decoded again
+    assert small.valid is dls.valid
+    assert [type(t).__name__ for t in small.train.after_batch.fs][-2:] == ["Dihedral", "Normalize"]
     assert len(small.train.dataset) == 4 * len(spec.train) and small.train.bs == 4
     xb, yb = small.train.one_batch()
     assert xb.shape[-2:] == (32, 32) and yb.shape[-2:] == (32, 32)

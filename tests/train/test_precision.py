@@ -1,6 +1,7 @@
 """Training precision (--precision) and the CPU inference backends auto chooses among (no GPU needed)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -88,17 +89,18 @@ def test_time_precisions_leaves_the_model_and_the_random_stream_alone():
 
 def test_auto_precision_reaches_the_learner_and_is_reported(tiny_data, tmp_path, monkeypatch):
     import fastseg.device as D
-    from fastseg.train.loop import build_learner
+    from fastseg.train.loop import prepare
 
     monkeypatch.setattr(D, "bf16_supported", lambda device: True)
     monkeypatch.setattr(D, "time_precisions", lambda *a, **k: {"fp32": 1.0, "bf16": 0.5})
-    said = []
-    learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none"), said.append, workdir=tmp_path)
+    session = prepare(FitConfig(data=str(tiny_data), bs=4, weights="none"), workdir=tmp_path)
+    learn = session.learn
     assert [type(cb) for cb in learn.cbs if isinstance(cb, CpuBf16)] == [CpuBf16]
-    assert learn.fastseg_info.meta["precision"]["train"] == "bf16"
-    assert any(m.startswith("precision bf16 (auto: a training step took 0.500 s in bf16, 1.000 s in fp32") for m in said)
+    assert learn.fastseg_info.meta["precision"]["train"] == "bf16" and session.plan.precision == "bf16"
+    assert session.plan.why["precision"].startswith("auto: a training step took 0.500 s in bf16, 1.000 s in fp32")
+    assert re.search(r"^precision +bf16 +auto: a training step", session.plan.table(), re.M)  # the printed plan
     monkeypatch.setattr(D, "time_precisions", lambda *a, **k: {"fp32": 1.0, "bf16": 1.2})
-    learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none"), workdir=tmp_path)
+    learn = prepare(FitConfig(data=str(tiny_data), bs=4, weights="none"), workdir=tmp_path).learn
     assert not any(isinstance(cb, CpuBf16) for cb in learn.cbs)
 
 
@@ -106,9 +108,9 @@ def test_auto_precision_reaches_the_learner_and_is_reported(tiny_data, tmp_path,
 def test_cpu_bf16_computes_the_forward_in_bf16_and_the_loss_in_fp32(tiny_data, tmp_path):
     from fastai.callback.core import Callback
 
-    from fastseg.train.loop import build_learner
+    from fastseg.train.loop import prepare
 
-    learn, _, _ = build_learner(FitConfig(data=str(tiny_data), bs=4, weights="none", precision="bf16"), workdir=tmp_path)
+    learn = prepare(FitConfig(data=str(tiny_data), bs=4, weights="none", precision="bf16"), workdir=tmp_path).learn
     seen = {"conv": set(), "depthwise": set(), "pred": set(), "loss": set()}
     keys = list(learn.model.state_dict())
     learn.model.encoder.conv_stem.register_forward_hook(lambda m, i, out: seen["conv"].add(out.dtype))
@@ -141,7 +143,7 @@ def test_bf16_fit_exports_fp32_models_without_the_autocast_callback(tiny_data, t
     from safetensors.torch import load_file
 
     from fastseg.export.bundle import WEIGHTS_FILE, bundle_path_for
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", precision="bf16",
                     export=str(tmp_path / "m.pkl"), runs_dir=str(tmp_path / "runs"))

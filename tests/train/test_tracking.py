@@ -41,7 +41,7 @@ def tracked(tiny_data, tmp_path_factory):
     """One 2-epoch fit logged to every installed tracker, all offline; returns (FitResult, MLflow store URI)."""
     if not INSTALLED:
         pytest.skip("no tracker package installed (pip install -e '.[test]')")
-    from fastseg.train.loop import fit
+    from fastseg.pipeline import fit
 
     tmp = tmp_path_factory.mktemp("tracked")
     store = (tmp / "mlruns").as_uri()
