@@ -1,4 +1,5 @@
-"""Building the SMP Unet and loading its encoder weights: imagenet (hub or cache), none, or a local file.
+"""Building the SMP model (any ``--arch``) and loading its encoder weights: imagenet (hub or cache), none, or a
+local file; and the input sizes each architecture accepts.
 
 SMP would fetch ImageNet weights from the Hugging Face hub itself, retrying for half a minute when
 offline. fastseg asks the local cache first, then checks in a fraction of a second whether the hub
@@ -17,9 +18,15 @@ from urllib.parse import urlparse
 
 import torch
 
+from .config import check_arch
 from .errors import ConfigError, WeightsError
 
-__all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained", "load_encoder_file"]
+__all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained",
+           "load_encoder_file", "InputRule", "input_rule", "min_side", "check_input_size"]
+
+# Smallest input side beyond the output stride, per architecture. PAN's feature pyramid attention max-pools its
+# stride-16 features three more times (16 x 2**3): a smaller input leaves nothing to pool and SMP fails deep inside.
+MIN_SIDES = {"PAN": 128}
 
 
 @dataclass(frozen=True)
@@ -136,14 +143,60 @@ def load_encoder_file(encoder: torch.nn.Module, path: str | Path) -> None:
     encoder.load_state_dict(sd)
 
 
-def build_model(encoder: str, n_classes: int, weights: str = "imagenet") -> tuple[torch.nn.Module, WeightsInfo]:
-    """An ``smp.Unet`` with ``n_classes`` outputs and the requested encoder weights."""
+@dataclass(frozen=True)
+class InputRule:
+    """The input sides a model accepts: multiples of ``multiple`` (its encoder's output stride), at least ``minimum``."""
+
+    multiple: int = 32  # what every fastseg model padded to before the rule was recorded (Unets, stride 32)
+    minimum: int = 32
+
+
+def input_rule(model: torch.nn.Module) -> InputRule | None:
+    """The rule of an SMP model, from its encoder's output stride (8 for PSPNet and DeepLabV3, 16 for DeepLabV3Plus
+    and PAN, 32 for the others) and ``MIN_SIDES``; Unets keep 32 (SMP would take any side; 32 is what they trained
+    on). None for other modules (TorchScript, ONNX): their card says."""
+    stride = getattr(getattr(model, "encoder", None), "output_stride", None)
+    if not isinstance(stride, int):
+        return None
+    minimum = max(stride, MIN_SIDES.get(type(model).__name__, stride))
+    return InputRule(multiple=stride, minimum=-(-minimum // stride) * stride)
+
+
+def min_side(model: torch.nn.Module) -> int:
+    """The smallest input side ``model`` takes (32 where it has no rule of its own)."""
+    rule = input_rule(model)
+    return rule.minimum if rule is not None else InputRule().minimum
+
+
+def check_input_size(model: torch.nn.Module, size: int) -> None:
+    """Raise ``ConfigError`` when training crops of ``size`` are too small for ``model``'s architecture."""
+    least = min_side(model)
+    if size < least:
+        raise ConfigError(f"{type(model).__name__} needs inputs of at least {least} px, but the training size is "
+                          f"{size} (--size {least} resizes smaller images up; or choose another --arch)")
+
+
+def _create(arch: str, encoder: str, n_classes: int) -> torch.nn.Module:
+    """``smp.create_model`` with random weights; SMP's refusals (an encoder an arch cannot use) as ``ConfigError``."""
     import segmentation_models_pytorch as smp
 
+    arch = check_arch(arch)
     check_encoder(encoder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # SMP flags `timm-` names as legacy; they still work
-        model = smp.Unet(encoder_name=encoder, encoder_weights=None, classes=n_classes)
+        try:
+            return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=n_classes)
+        except (ValueError, KeyError, AttributeError, RuntimeError) as e:  # e.g. an encoder without dilation
+            reason = str(e.args[0] if e.args else e).splitlines()[0] if str(e) else e.__class__.__name__
+            raise ConfigError(f"arch {arch} cannot use encoder `{encoder}` ({reason}); choose another --encoder "
+                              "or --arch") from None
+
+
+def build_model(encoder: str, n_classes: int, weights: str = "imagenet", *,
+                arch: str = "Unet") -> tuple[torch.nn.Module, WeightsInfo]:
+    """An SMP ``arch`` (Unet, FPN, ... see ``config.ARCH_CHOICES``) with ``n_classes`` outputs and the requested
+    encoder weights."""
+    model = _create(arch, encoder, n_classes)
     if weights == "none":
         return model, WeightsInfo("none", False, "random initialisation (--weights none)")
     if weights == "imagenet" and encoder.startswith("tu-"):

@@ -32,7 +32,7 @@ from ..device import apply_precision, resolve_precision, training_device, tune_l
 from .loaders import auto_size, dataloaders_for, train_crops_like
 from .losses import make_loss
 from ..metrics import MeanDice, MeanIoU
-from ..model import WeightsInfo, build_model
+from ..model import WeightsInfo, build_model, check_input_size, min_side
 from .progressive import PROGRESSIVE_LR_DIV, crops_per_image, progressive_size, small_epochs
 from .runs import RunState
 
@@ -100,11 +100,12 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
                             colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
     size = auto_size(spec, cfg.size)
     dls = dataloaders_for(cfg, spec, size, notify)
-    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights)
+    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch)
+    check_input_size(model, size)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
     meta = {
-        "arch": "Unet", "encoder": cfg.encoder, "codes": list(spec.codes), "void_code": spec.void_code,
+        "arch": cfg.arch, "encoder": cfg.encoder, "codes": list(spec.codes), "void_code": spec.void_code,
         "ignore_index": IGNORE_INDEX, "size": size, "weights": {"requested": winfo.requested, "loaded": winfo.loaded,
                                                                 "source": winfo.source},
         "input": "crop" if spec.min_side >= size else "resize",
@@ -114,6 +115,7 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
                          "colors": [[c, *rgb] for c, rgb in zip(spec.codes, spec.colors)] if spec.colors else None},
         "scaling": spec.scaling.as_dict(),  # prediction scales 16-bit/float images as training did
         "data": str(Path(cfg.data).absolute()),  # where `fastseg export --int8` finds calibration images
+        "images": {"train": len(spec.train), "valid": len(spec.valid)}, "config": cfg.to_dict(),  # for the README
     }
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fastseg-"))
     learn = Learner(dls, model, loss_func=make_loss(cfg.loss, spec.n_classes, cfg.class_weights),
@@ -148,7 +150,7 @@ def run_lr_find(learn: Learner, num_it: int) -> LRFindResult:
 
 def find_lr(learn: Learner, spec: DataSpec, cfg: FitConfig) -> LRFindResult:
     """The LR finder on ``cfg.lr_find_size`` crops (cheap; the rate carries over to the training size)."""
-    size = min(cfg.lr_find_size, auto_size(spec, cfg.size))
+    size = min(max(cfg.lr_find_size, min_side(learn.model)), auto_size(spec, cfg.size))  # PAN: >= 128
     full = learn.dls
     learn.dls = train_crops_like(full, spec, size, keep_valid=False)
     try:
@@ -382,7 +384,7 @@ def _run(cfg: FitConfig, notify: Notify, resume_dir: Path | None, where: _Where,
     trackers = open_trackers(cfg.log, run, cfg.to_dict(), state is not None, notify) if main else Trackers()
     lr, how, found = _learning_rate(cfg, learn, spec, run, state, notify)
     full = auto_size(spec, cfg.size)
-    small, why = progressive_size(cfg, spec, full)
+    small, why = progressive_size(cfg, spec, full, min_side(learn.model))
     phases = plan_phases(cfg, winfo.loaded, lr, small)
     loaders, progressive = _phase_loaders(cfg, learn, spec, phases, full, small, why, notify)
     where.total = total = sum(p.epochs for p in phases)

@@ -18,17 +18,19 @@ PROGRESSIVE_MIN_EPOCHS = 4  # shorter runs leave too little of either part to be
 PROGRESSIVE_LR_DIV = 4  # the full-size part refines: at the full peak LR its first epochs undid the half-size part
 
 
-def progressive_size(cfg: FitConfig, spec, size: int) -> tuple[int | None, str]:
+def progressive_size(cfg: FitConfig, spec, size: int, minimum: int = 32) -> tuple[int | None, str]:
     """The crop side of the first, cheap part of a progressive-resizing run (``None``: off), and why.
 
     ``auto`` needs images at least twice the crop side (crops are then windows of larger images:
-    nothing is down-scaled). ``spec``: anything with the data set's ``min_side``."""
+    nothing is down-scaled). ``spec``: anything with the data set's ``min_side``; ``minimum``: the
+    model's smallest input side (``fastseg.model.input_rule``)."""
     small = (size // 2) // 32 * 32
     epochs = cfg.epochs
     if cfg.progressive == "off":
         return None, "--progressive off"
-    if small < 32:
-        return None, f"no half-size crop for size {size} (crops must be multiples of 32)"
+    least = max(32, minimum)
+    if small < least:
+        return None, f"no half-size crop for size {size} (crops must be multiples of 32{f', at least {least}' * (least > 32)})"
     if epochs < PROGRESSIVE_MIN_EPOCHS:
         return None, f"{epochs} epochs < {PROGRESSIVE_MIN_EPOCHS}"
     if cfg.progressive == "auto" and spec.min_side < 2 * size:
