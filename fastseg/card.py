@@ -99,6 +99,10 @@ class ModelCard:
         if not isinstance(values, Mapping):
             raise ModelError(f"{where}: the model description is not a mapping (re-export the model with "
                              "`fastseg export`)")
+        version = values.get("version", 1)
+        if _is_int(version) and version > CARD_VERSION:
+            raise ModelError(f"{where}: model card version {reprlib.repr(version)} is newer than this fastseg reads "
+                             f"({CARD_VERSION}); upgrade fastseg (pip install -U fastseg)")
         missing = [k for k in REQUIRED if k not in values]
         problem = (f"missing {', '.join(missing)}" if missing else None) or card_problem(values)
         if problem:
@@ -151,17 +155,13 @@ TYPES = {  # field -> (check, what it must be), for the fields without a check o
     **dict.fromkeys(("void_code", "data", "run", "pkl_sha256"), (lambda v: isinstance(v, str), "text")),
     **dict.fromkeys(("scaling", "weights", "split", "data_options", "images", "config", "precision", "final",
                      "agreement", "versions", "quantization"), (lambda v: isinstance(v, dict), "a mapping")),
-    **dict.fromkeys(("ignore_index", "epochs", "best_epoch", "opset"), (_is_int, "a whole number")),
+    **dict.fromkeys(("version", "ignore_index", "epochs", "best_epoch", "opset"), (_is_int, "a whole number")),
     "lr": (_is_number, "a number"),
 }
 
 
 def card_problem(values: Mapping) -> str | None:
     """What is wrong with the description ``values`` (with the ``REQUIRED`` keys), or None."""
-    version = values.get("version", 1)
-    if not _is_int(version) or version > CARD_VERSION:
-        return (f"card version {reprlib.repr(version)} is newer than this fastseg reads ({CARD_VERSION}); upgrade "
-                "fastseg (pip install -U fastseg)")
     for key, (ok, what) in TYPES.items():
         if values.get(key) is not None and not ok(values[key]):
             return f"{key} must be {what}, got {reprlib.repr(values[key])}"

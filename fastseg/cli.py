@@ -80,8 +80,8 @@ def data_model_options(f):
                      help=f"Batch size, or 'auto': the largest that fits the device (printed).  [default: {DEFAULTS.bs}]"),
         click.option("--size", type=click.IntRange(min=32),
                      help="Training crop side, a multiple of 32.  [default: min(256, smallest image side)]"),
-        click.option("--arch", type=click.Choice(ARCH_CHOICES, case_sensitive=False),
-                     help=f"SMP architecture.  [default: {DEFAULTS.arch}]"),
+        click.option("--arch", metavar="ARCH",
+                     help=f"SMP architecture: {', '.join(ARCH_CHOICES)} (any case).  [default: {DEFAULTS.arch}]"),
         click.option("--encoder", help=f"SMP encoder name, or tu-<timm model> (with --weights none or a file).  "
                                        f"[default: {DEFAULTS.encoder}]"),
         click.option("--weights", help="Encoder weights: imagenet, none, or a .pth/.safetensors file.  [default: imagenet]"),
@@ -216,7 +216,7 @@ def _parse_lr(value: str | None):
 @click.group(cls=FastsegGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fastseg")
 def main():
-    """fastseg: train, evaluate and deploy image segmentation models (fastai + SMP Unet).
+    """fastseg: train, evaluate and deploy image segmentation models (fastai + SMP: Unet, FPN, DeepLabV3+, ...).
 
     \b
     Quick start:
@@ -245,7 +245,7 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as one JSON object on stdout "
                                                       "(notices and epoch lines go to stderr).")
 def fit(config_file, lr, resume, quiet, as_json, **options):
-    """Train a Unet on a folder of images and masks, then export it.
+    """Train a segmentation model (a Unet unless --arch says otherwise) on a folder of images and masks, then export it.
 
     Each run writes runs/<name>/: config.json, history.csv, metrics.json, plots, the best.pth /
     last.pth checkpoints and its model (model.pkl + model/) with the best epoch's weights (by valid
@@ -256,6 +256,7 @@ def fit(config_file, lr, resume, quiet, as_json, **options):
     Example:
       fastseg fit --epochs 25
       fastseg fit --data ~/datasets/cells --size 256 --weights none --lr 3e-3 --name cells
+      fastseg fit --arch DeepLabV3Plus --encoder resnet34   # any SMP architecture and encoder
       torchrun --nproc_per_node 4 -m fastseg fit --data ~/datasets/cells --bs 8   # 4 GPUs, DDP
       fastseg fit --resume runs/cells          # continue after a crash, Ctrl-C or kill -9
       fastseg fit --config runs/cells/config.json   # reproduce a run

@@ -367,8 +367,8 @@ class PredictConfig:
     # ONNX Runtime 13% on 2 cores), else they keep decoding off the cores/GPU that run the model
     backend: str = "auto"  # auto: the fastest backend here whose masks match fp32 on >= 99.5% of validation pixels
     format: str = "png"  # png: the index masks fit/evaluate read; coco/cvat: pre-annotations for a labelling tool
-    min_area: int = 0  # 0: off; regions under N px of a class become their surroundings' class (changes the model's answer)
-    fill_holes: bool = False  # off: a background hole inside a region may be real (a lumen, a gap); see infer.postprocess
+    min_area: int = 0  # off: merging regions under N px into their surroundings changes the model's answer
+    fill_holes: bool = False  # off: background enclosed by a region may be real (a lumen, a gap between cells)
 
     def __post_init__(self) -> None:
         coerce_fields(self)

@@ -46,19 +46,33 @@ def check_encoder(name: str) -> None:
     """Raise ``ConfigError`` listing the choices unless ``name`` is an SMP encoder or an exact ``tu-<timm model>``."""
     if name.startswith("tu-"):
         import timm
+        from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 
-        if not timm.is_model(name[3:]):  # an exact name (list_models would also match a pattern like `eff*`)
+        model, tag = split_model_name_tag(name[3:])
+        if not timm.is_model(model):  # an exact name (list_models would also match a pattern like `eff*`)
             raise ConfigError(f"unknown timm encoder `{name[3:]}` (see timm.list_models())")
+        tags = [full.partition(".")[2] for full in get_arch_pretrained_cfgs(model)]
+        if tag and tag not in tags:
+            raise ConfigError(f"timm model `{model}` has no weights tagged `{tag}`; its tags: {', '.join(tags)}")
         return
     names = encoder_names()
     if name not in names:
         raise ConfigError(f"wrong encoder name `{name}`, supported encoders: {', '.join(names)} (or tu-<timm model>)")
 
 
-def pretrained_source(encoder: str, weights: str = "imagenet") -> tuple[str, str]:
-    """(hub repo id, revision) that SMP uses for ``encoder``'s ``weights``."""
+def pretrained_source(encoder: str, weights: str = "imagenet") -> tuple[str, str | None]:
+    """(hub repo id, revision) that SMP uses for ``encoder``'s ``weights``; for ``tu-`` encoders, timm's
+    pretrained weights of the model (its default tag, or the one named: ``tu-resnet18.a1_in1k``), latest revision."""
     import segmentation_models_pytorch as smp
 
+    if encoder.startswith("tu-"):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(encoder[3:])
+        if weights != "imagenet" or cfg is None or not getattr(cfg, "hf_hub_id", None):
+            raise ConfigError(f"timm model `{encoder[3:]}` has no pretrained weights on the Hugging Face hub; use "
+                              "--weights none or a local file")
+        return cfg.hf_hub_id, None
     settings = smp.encoders.encoders[encoder]["pretrained_settings"]
     if weights not in settings:
         raise ConfigError(f"encoder `{encoder}` has no `{weights}` weights; available: {', '.join(settings)}")
@@ -176,8 +190,9 @@ def check_input_size(model: torch.nn.Module, size: int) -> None:
                           f"{size} (--size {least} resizes smaller images up; or choose another --arch)")
 
 
-def _create(arch: str, encoder: str, n_classes: int) -> torch.nn.Module:
-    """``smp.create_model`` with random weights; SMP's refusals (an encoder an arch cannot use) as ``ConfigError``."""
+def _create(arch: str, encoder: str, n_classes: int, timm_file: Path | None = None) -> torch.nn.Module:
+    """``smp.create_model`` with random weights, or for a ``tu-`` encoder the timm weights in ``timm_file`` (timm
+    loads them into its feature extractor itself); SMP's refusals (an encoder an arch cannot use) as ``ConfigError``."""
     import segmentation_models_pytorch as smp
 
     arch = check_arch(arch)
@@ -185,6 +200,9 @@ def _create(arch: str, encoder: str, n_classes: int) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # SMP flags `timm-` names as legacy; they still work
         try:
+            if timm_file is not None:
+                return smp.create_model(arch, encoder_name=encoder, encoder_weights=True, classes=n_classes,
+                                        pretrained_cfg_overlay={"file": str(timm_file)})
             return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=n_classes)
         except (ValueError, KeyError, AttributeError, RuntimeError) as e:  # e.g. an encoder without dilation
             reason = str(e.args[0] if e.args else e).splitlines()[0] if str(e) else e.__class__.__name__
@@ -199,14 +217,14 @@ def build_model(encoder: str, n_classes: int, weights: str = "imagenet", *,
     model = _create(arch, encoder, n_classes)
     if weights == "none":
         return model, WeightsInfo("none", False, "random initialisation (--weights none)")
-    if weights == "imagenet" and encoder.startswith("tu-"):
-        raise ConfigError("for tu- encoders use --weights none or a local file (timm hub weights are not wired up)")
     if weights == "imagenet":
         path = fetch_pretrained(encoder, "imagenet")
         if path is None:
             repo_id, _ = pretrained_source(encoder, "imagenet")
             return model, WeightsInfo("imagenet", False, f"ImageNet weights unavailable (offline, not cached: {repo_id}); "
                                                         "random initialisation")
+        if encoder.startswith("tu-"):
+            return _create(arch, encoder, n_classes, timm_file=path), WeightsInfo("imagenet", True, str(path))
         load_encoder_file(model.encoder, path)
         return model, WeightsInfo("imagenet", True, str(path))
     load_encoder_file(model.encoder, weights)

@@ -57,13 +57,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_bundle(model: torch.nn.Module, card: ModelCard, dest: str | os.PathLike, force: bool = False) -> Path:
+def write_bundle(model: torch.nn.Module, card: ModelCard | dict, dest: str | os.PathLike, force: bool = False) -> Path:
     """Write the bundle folder at ``dest`` all at once (a temporary folder renamed into place): weights, the
-    card as fastseg.json, SMP's config.json and the README.md model card."""
+    card (or its dict, as ``Predictor.info()`` gives) as fastseg.json, SMP's config.json and the README.md."""
     from safetensors.torch import save_file
 
     from .readme import readme_text
 
+    card = card if isinstance(card, ModelCard) else ModelCard.from_dict(card, "the model card")
     dest = Path(dest).absolute()
     if dest.exists() and not force:
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
@@ -72,7 +73,8 @@ def write_bundle(model: torch.nn.Module, card: ModelCard, dest: str | os.PathLik
     state = {k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     with atomic_dir(dest) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "fastseg": BUNDLE_FORMAT})  # "pt": as HF writes
+        # "pt", as Hugging Face writes it: loaders that check the tag take the file
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "fastseg": BUNDLE_FORMAT})
         atomic_write_bytes(tmp / INFO_FILE, (json.dumps(card.to_dict(), indent=2) + "\n").encode())
         atomic_write_bytes(tmp / SMP_CONFIG, (json.dumps(smp_config(model, card), indent=2) + "\n").encode())
         atomic_write_bytes(tmp / README, readme_text(card, dest.name).encode())

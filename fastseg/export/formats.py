@@ -18,8 +18,8 @@ from ..config import Notify, silent
 from ..errors import ConfigError, ModelError
 from ..io import atomic_path, atomic_write_bytes
 
-__all__ = ["export_learner", "learner_card", "FORMATS", "ExportResult", "export_model", "write_onnx", "write_torchscript",
-           "export_bundle_beside", "ONNX_TOLERANCE"]
+__all__ = ["export_learner", "learner_card", "FORMATS", "ExportResult", "export_model", "write_onnx",
+           "write_torchscript", "export_bundle_beside", "ONNX_TOLERANCE"]
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 ONNX_TOLERANCE = 1e-3  # max |logit diff| ONNX Runtime vs torch; float32 reorderings give ~1e-6
@@ -210,7 +210,8 @@ def write_onnx_int8(predictor, dest: Path, calib: str | Path | None = None) -> E
         raise ModelError(f"{dest}: onnx is not installed (pip install 'fastseg[onnx]')") from None
     net, card = predictor.model, predictor.card
     train, valid, where = calibration_images(predictor.meta, calib)
-    data = quantize_int8(torch_to_onnx_bytes(net, ONNX_OPSET, card.fit_side(64), source=str(dest), channels=card.in_channels), predictor, train)
+    fp32 = torch_to_onnx_bytes(net, ONNX_OPSET, card.fit_side(64), source=str(dest), channels=card.in_channels)
+    data = quantize_int8(fp32, predictor, train)
     backend = OnnxBackend(onnx_session(data, source=str(dest)), name="onnx-int8")
     found = measure_agreement(predictor, valid[:AGREEMENT_IMAGES], {"onnx-int8": backend})
     quant = {"method": QUANT_METHOD, "calibration": where, "agreement": found["backends"]["onnx-int8"],
