@@ -9,11 +9,12 @@ import warnings
 
 import click
 
-from .config import BACKEND_CHOICES, FORMAT_CHOICES, LOG_CHOICES, FitConfig
+from .config import ARCH_CHOICES, BACKEND_CHOICES, FORMAT_CHOICES, LOG_CHOICES, FitConfig, PredictConfig
 from .errors import FastsegError, Interrupted
 
 DEFAULTS = FitConfig()
 DEVICE_HINT = "auto, cpu, cuda, cuda:N or mps"  # fastseg.device.resolve_device's choices (kept import-light)
+PREDICT_DEFAULTS = PredictConfig()
 PRELABEL_HINTS = {"coco": "COCO instances with RLE masks: import as 'COCO 1.0' in CVAT or any COCO tool",
                   "cvat": "import in CVAT as 'Segmentation mask 1.1'"}
 
@@ -80,7 +81,10 @@ def data_model_options(f):
                      help=f"Batch size, or 'auto': the largest that fits the device (printed).  [default: {DEFAULTS.bs}]"),
         click.option("--size", type=click.IntRange(min=32),
                      help="Training crop side, a multiple of 32.  [default: min(256, smallest image side)]"),
-        click.option("--encoder", help=f"SMP encoder name.  [default: {DEFAULTS.encoder}]"),
+        click.option("--arch", metavar="ARCH",
+                     help=f"SMP architecture: {', '.join(ARCH_CHOICES)} (any case).  [default: {DEFAULTS.arch}]"),
+        click.option("--encoder", help=f"SMP encoder name, or tu-<timm model> (with --weights none or a file).  "
+                                       f"[default: {DEFAULTS.encoder}]"),
         click.option("--weights", help="Encoder weights: imagenet, none, or a .pth/.safetensors file.  [default: imagenet]"),
         click.option("--valid-pct", type=float, help=f"Validation share when the data has no split.  [default: {DEFAULTS.valid_pct}]"),
         click.option("--seed", type=int, help=f"Random seed (split, initialisation, augmentation).  [default: {DEFAULTS.seed}]"),
@@ -162,6 +166,34 @@ def speed_options(f):
     return f
 
 
+def postprocess_options(f):
+    """Mask clean-up after the argmax (predict, evaluate): ``fastseg.infer.postprocess``."""
+    opts = [
+        click.option("--min-area", type=click.IntRange(min=0), default=PREDICT_DEFAULTS.min_area, show_default=True,
+                     help="Regions of any class smaller than N pixels take the class of most of their surroundings "
+                          "(8-connected; 0: off)."),
+        click.option("--fill-holes", is_flag=True,
+                     help="Background (the first class) enclosed by a region of another class becomes that class; "
+                          "regions of other classes inside stay."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _parse_classes(value: str | None) -> list[str] | None:
+    """``--classes a,b,c`` -> ["a", "b", "c"]."""
+    if value is None:
+        return None
+    names = [c.strip() for c in value.split(",")]
+    if not all(names):
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of class names", param_hint="--classes")
+    return names
+
+
+CLASSES_HELP = "Class names (a,b,c) of a model folder written by SMP's save_pretrained, which has none of its own."
+
+
 def build_config(config_file: str | None, **options) -> FitConfig:
     """The CLI's options (only those given) over the config file's over the defaults."""
     if options.pop("no_aug", None):
@@ -187,7 +219,7 @@ def _parse_lr(value: str | None):
 @click.group(cls=FastsegGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fastseg")
 def main():
-    """fastseg: train, evaluate and deploy image segmentation models (fastai + SMP Unet).
+    """fastseg: train, evaluate and deploy image segmentation models (fastai + SMP: Unet, FPN, DeepLabV3+, ...).
 
     \b
     Quick start:
@@ -219,7 +251,7 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as one JSON object on stdout "
                                                       "(notices and epoch lines go to stderr).")
 def fit(config_file, lr, resume, quiet, as_json, dry_run, **options):
-    """Train a Unet on a folder of images and masks, then export it.
+    """Train a segmentation model (a Unet unless --arch says otherwise) on a folder of images and masks, then export it.
 
     Each run writes runs/<name>/: config.json, history.csv, metrics.json, plots, the best.pth /
     last.pth checkpoints and its model (model.pkl + model/) with the best epoch's weights (by valid
@@ -232,6 +264,7 @@ def fit(config_file, lr, resume, quiet, as_json, dry_run, **options):
       fastseg fit --data ~/datasets/cells --time 10m       # epochs planned to fill 10 minutes
       fastseg fit --data ~/datasets/cells --dry-run        # show the plan, train nothing
       fastseg fit --data ~/datasets/cells --size 256 --weights none --lr 3e-3 --name cells
+      fastseg fit --arch DeepLabV3Plus --encoder resnet34   # any SMP architecture and encoder
       torchrun --nproc_per_node 4 -m fastseg fit --data ~/datasets/cells --bs 8   # 4 GPUs, DDP
       fastseg fit --resume runs/cells          # continue after a crash, Ctrl-C or kill -9
       fastseg fit --config runs/cells/config.json   # reproduce a run
@@ -367,7 +400,9 @@ def lr_find_cmd(config_file, plot, **options):
               help="png: <name>.png class-index masks; coco: annotations/instances_default.json (RLE, one "
                    "annotation per region); cvat: segmentation_mask.zip (CVAT 'Segmentation mask 1.1'). "
                    "coco and cvat are pre-annotations to correct in a labelling tool.")
-def predict(model, inputs, out, recursive, **options):
+@postprocess_options
+@click.option("--classes", help=CLASSES_HELP)
+def predict(model, inputs, out, recursive, classes, **options):
     """Predict masks for images, folders or glob patterns with a fastseg model.
 
     MODEL is a fastai .pkl, a safe bundle folder (fastseg.json + model.safetensors), an .onnx or a
@@ -383,16 +418,20 @@ def predict(model, inputs, out, recursive, **options):
       fastseg predict exports/model.pkl data/images --out predictions/
       fastseg predict exports/model "scans/*.tif" --tile 512 --tta --overlay
       fastseg predict exports/model.pkl unlabelled/ --format cvat --out prelabels/   # correct in CVAT, retrain
+      fastseg predict exports/model scans/ --min-area 50 --fill-holes   # no specks, no pinholes
+      fastseg predict smp_folder/ photos/ --classes background,road,car   # a model saved by SMP's save_pretrained
     """
-    from .config import PredictConfig
     from .infer.outputs import prepare_outputs
+    from .infer.postprocess import describe
     from .infer.predictor import collect_inputs, load, write_predictions
 
     cfg = PredictConfig(**options)
-    predictor = load(model, backend=cfg.backend, notify=_notify)
+    predictor = load(model, backend=cfg.backend, notify=_notify, classes=_parse_classes(classes))
     items = collect_inputs(inputs, recursive=recursive)
     folder = prepare_outputs(items, out, cfg, model=model)  # before any inference: nothing the user has is replaced
     click.echo(f"backend: {predictor.backend_note}", err=True)
+    if cfg.postprocess:
+        click.echo(f"post-processing: {describe(cfg.min_area, cfg.fill_holes)}", err=True)
     with click.progressbar(length=len(items), label="predicting", file=click.get_text_stream("stderr")) as bar:
         report = write_predictions(predictor, items, folder, cfg, progress=lambda done, n: bar.update(1))
     for src, why in report.failed:
@@ -417,7 +456,8 @@ def predict(model, inputs, out, recursive, **options):
                    "MODEL` then considers), calibrated on the model's training images; its agreement with fp32 is printed.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False),
               help="With --int8: calibrate (and check agreement) on this folder's images instead of the training data.")
-def export_cmd(model, fmt, out, force, int8, calib):
+@click.option("--classes", help=CLASSES_HELP)
+def export_cmd(model, fmt, out, force, int8, calib, classes):
     """Convert a fastseg model (.pkl or bundle) to a safe bundle, ONNX or TorchScript.
 
     ONNX exports have dynamic batch/height/width and are checked against torch in onnxruntime
@@ -430,7 +470,8 @@ def export_cmd(model, fmt, out, force, int8, calib):
     """
     from .export.formats import export_model
 
-    res = export_model(model, fmt, out=out, force=force, int8=int8, calib=calib, notify=_notify)
+    res = export_model(model, fmt, out=out, force=force, int8=int8, calib=calib, notify=_notify,
+                       classes=_parse_classes(classes))
     if res.quantization is not None:
         from .infer.backends import AGREEMENT_MIN
 
@@ -529,7 +570,9 @@ def check_cmd(data, as_json, **options):
               help="Also save worst.png: the K lowest-mIoU images (image | truth | prediction | errors); implies --per-image.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for the --per-image / --worst files.  [default: the --plot file's folder]")
-def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out):
+@postprocess_options
+@click.option("--classes", help=CLASSES_HELP)
+def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out, min_area, fill_holes, classes):
     """Score an exported model (bundle folder, .onnx, TorchScript .pt or .pkl) on labelled images at full resolution.
 
     Per-class IoU, Dice and pixel share, mIoU and pixel accuracy, from one confusion matrix over
@@ -540,29 +583,39 @@ def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out):
       fastseg evaluate exports/model --data data
       fastseg evaluate exports/model.pkl --data my-data --split all --json
       fastseg evaluate exports/model.pkl --data data --per-image --worst 8   # where does it fail?
+      fastseg evaluate exports/model --data data --min-area 50 --fill-holes   # what post-processing changes
     """
     import json
     from pathlib import Path
 
     from .infer.evaluate import evaluate as run_evaluate
+    from .infer.postprocess import describe
 
     details = (out or str(Path(plot).parent)) if per_image or worst else None
+    post = PredictConfig(bs=bs, min_area=min_area, fill_holes=fill_holes)
     result = run_evaluate(model, data, split=split, plot=plot, bs=bs, details=details, worst=worst or 0,
-                          notify=_notify)
-    s = result.scores
+                          notify=_notify, post=post, classes=_parse_classes(classes))
+    s, raw = result.scores, result.raw_scores
     if as_json:
-        click.echo(json.dumps(s, indent=2))
+        extra = {} if raw is None else {"postprocess": {"min_area": min_area, "fill_holes": fill_holes},
+                                        "before_postprocess": raw}
+        click.echo(json.dumps({**s, **extra}, indent=2))
         for f in result.files:
             click.echo(f"wrote {f}", err=True)
         return
     total = sum(c["support"] for c in s["per_class"].values()) or 1
     click.echo(f"{result.n_images} image(s), split {split}")
+    if raw is not None:
+        click.echo(f"scores after post-processing ({describe(min_area, fill_holes)}):")
     click.echo(f"{'class':<20} {'IoU':>7} {'Dice':>7} {'pixels':>7}")
     for name, c in s["per_class"].items():
         iou = "    n/a" if c["iou"] is None else f"{c['iou']:7.4f}"
         dice = "    n/a" if c["dice"] is None else f"{c['dice']:7.4f}"
         click.echo(f"{name:<20} {iou} {dice} {c['support'] / total:7.2%}")
     click.echo(f"mIoU {s['miou']:.4f}  Dice {s['dice']:.4f}  pixel accuracy {s['pixel_accuracy']:.4f}")
+    if raw is not None:
+        click.echo(f"before post-processing: mIoU {raw['miou']:.4f}  Dice {raw['dice']:.4f}  "
+                   f"pixel accuracy {raw['pixel_accuracy']:.4f}")
     click.echo(f"confusion matrix saved to {result.plot}")
     if result.files:
         _echo_worst(result.per_image, worst or 0)

@@ -37,6 +37,10 @@ AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.train.augment.seg_bat
 PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.train.progressive.progressive_size decides "auto"
 LOG_CHOICES = ("tensorboard", "mlflow", "wandb")  # fastseg.train.tracking.TRACKERS implements each
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fastseg.device.decide_precision decides "auto"
+# SMP's architectures (segmentation_models_pytorch.MODEL_ARCHITECTURES_MAPPING, checked by tests/test_model.py) less
+# DPT, which takes only ViT-style tu- encoders; listed here so `fastseg --help` needs no torch import.
+ARCH_CHOICES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN", "PSPNet",
+                "UPerNet", "Segformer")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class FitConfig:
     bs: int | str = 8  # fits a 256 px Unet-b0 on CPU RAM and any GPU; bs 4 was tried on ISBI: noisier BatchNorm, no gain
     size: int | None = None  # None: min(256, smallest image side) rounded down to a multiple of 32
     encoder: str = "timm-efficientnet-b0"  # small, fast, strong ImageNet encoder (the reference run)
+    arch: str = "Unet"  # the reference run's: skip connections keep thin structures (membranes, edges) sharp
     weights: str = "imagenet"  # pretrained encoders converge faster; "none" or a local file also work
     valid_pct: float = 0.2  # used only when the data set has no split of its own
     seed: int = 42  # same seed, same split and same initialisation
@@ -82,7 +87,8 @@ class FitConfig:
         if self.bs != "auto" and not (isinstance(self.bs, int) and self.bs >= 1):
             raise ConfigError(f"bs (batch size) must be 'auto' or at least 1, got {self.bs!r}")
         if self.size is not None and (self.size < STRIDE or self.size % STRIDE):
-            raise ConfigError(f"size must be a multiple of 32 (the Unet downsamples 5 times), got {self.size}")
+            raise ConfigError(f"size must be a multiple of 32 (encoders downsample up to 5 times), got {self.size}")
+        object.__setattr__(self, "arch", check_arch(self.arch))
         if not 0.0 < self.valid_pct < 1.0:
             raise ConfigError(f"valid_pct must be between 0 and 1 (exclusive), got {self.valid_pct}")
         if self.lr != "auto":
@@ -161,6 +167,14 @@ class FitConfig:
         values = coerce_values(cls, legacy_precision(read_config_file(path), str(path)), source=str(path))
         values.update(overrides)
         return cls.from_dict(values, source=str(path))
+
+
+def check_arch(name: str) -> str:
+    """``name`` as SMP spells it (``unet`` -> ``Unet``); else ``ConfigError`` listing the choices."""
+    found = {a.lower(): a for a in ARCH_CHOICES}.get(str(name).lower())
+    if found is None:
+        raise ConfigError(f"wrong arch `{name}`, supported: {', '.join(ARCH_CHOICES)}")
+    return found
 
 
 def legacy_precision(values: dict[str, Any], source: str | None = None) -> dict[str, Any]:
@@ -378,6 +392,8 @@ class PredictConfig:
     # ONNX Runtime 13% on 2 cores), else they keep decoding off the cores/GPU that run the model
     backend: str = "auto"  # auto: the fastest backend here whose masks match fp32 on >= 99.5% of validation pixels
     format: str = "png"  # png: the index masks fit/evaluate read; coco/cvat: pre-annotations for a labelling tool
+    min_area: int = 0  # off: merging regions under N px into their surroundings changes the model's answer
+    fill_holes: bool = False  # off: background enclosed by a region may be real (a lumen, a gap between cells)
 
     def __post_init__(self) -> None:
         coerce_fields(self)
@@ -393,3 +409,10 @@ class PredictConfig:
             raise ConfigError(f"unknown backend {self.backend!r}; valid choices: {', '.join(BACKEND_CHOICES)}")
         if self.format not in FORMAT_CHOICES:
             raise ConfigError(f"unknown format {self.format!r}; valid choices: {', '.join(FORMAT_CHOICES)}")
+        if self.min_area < 0:
+            raise ConfigError(f"min_area must be 0 (off) or a number of pixels, got {self.min_area}")
+
+    @property
+    def postprocess(self) -> bool:
+        """Whether masks are cleaned after the argmax (``fastseg.infer.postprocess``)."""
+        return self.min_area > 0 or self.fill_holes

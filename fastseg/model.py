@@ -1,4 +1,5 @@
-"""Building the SMP Unet and loading its encoder weights: imagenet (hub or cache), none, or a local file.
+"""Building the SMP model (any ``--arch``) and loading its encoder weights: imagenet (hub or cache), none, or a
+local file; and the input sizes each architecture accepts.
 
 SMP would fetch ImageNet weights from the Hugging Face hub itself, retrying for half a minute when
 offline. fastseg asks the local cache first, then checks in a fraction of a second whether the hub
@@ -17,9 +18,15 @@ from urllib.parse import urlparse
 
 import torch
 
+from .config import check_arch
 from .errors import ConfigError, WeightsError
 
-__all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained", "load_encoder_file"]
+__all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained",
+           "load_encoder_file", "InputRule", "input_rule", "min_side", "check_input_size"]
+
+# Smallest input side beyond the output stride, per architecture. PAN's feature pyramid attention max-pools its
+# stride-16 features three more times (16 x 2**3): a smaller input leaves nothing to pool and SMP fails deep inside.
+MIN_SIDES = {"PAN": 128}
 
 
 @dataclass(frozen=True)
@@ -39,19 +46,33 @@ def check_encoder(name: str) -> None:
     """Raise ``ConfigError`` listing the choices unless ``name`` is an SMP encoder or an exact ``tu-<timm model>``."""
     if name.startswith("tu-"):
         import timm
+        from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 
-        if not timm.is_model(name[3:]):  # an exact name (list_models would also match a pattern like `eff*`)
+        model, tag = split_model_name_tag(name[3:])
+        if not timm.is_model(model):  # an exact name (list_models would also match a pattern like `eff*`)
             raise ConfigError(f"unknown timm encoder `{name[3:]}` (see timm.list_models())")
+        tags = [full.partition(".")[2] for full in get_arch_pretrained_cfgs(model)]
+        if tag and tag not in tags:
+            raise ConfigError(f"timm model `{model}` has no weights tagged `{tag}`; its tags: {', '.join(tags)}")
         return
     names = encoder_names()
     if name not in names:
         raise ConfigError(f"wrong encoder name `{name}`, supported encoders: {', '.join(names)} (or tu-<timm model>)")
 
 
-def pretrained_source(encoder: str, weights: str = "imagenet") -> tuple[str, str]:
-    """(hub repo id, revision) that SMP uses for ``encoder``'s ``weights``."""
+def pretrained_source(encoder: str, weights: str = "imagenet") -> tuple[str, str | None]:
+    """(hub repo id, revision) that SMP uses for ``encoder``'s ``weights``; for ``tu-`` encoders, timm's
+    pretrained weights of the model (its default tag, or the one named: ``tu-resnet18.a1_in1k``), latest revision."""
     import segmentation_models_pytorch as smp
 
+    if encoder.startswith("tu-"):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(encoder[3:])
+        if weights != "imagenet" or cfg is None or not getattr(cfg, "hf_hub_id", None):
+            raise ConfigError(f"timm model `{encoder[3:]}` has no pretrained weights on the Hugging Face hub; use "
+                              "--weights none or a local file")
+        return cfg.hf_hub_id, None
     settings = smp.encoders.encoders[encoder]["pretrained_settings"]
     if weights not in settings:
         raise ConfigError(f"encoder `{encoder}` has no `{weights}` weights; available: {', '.join(settings)}")
@@ -136,24 +157,74 @@ def load_encoder_file(encoder: torch.nn.Module, path: str | Path) -> None:
     encoder.load_state_dict(sd)
 
 
-def build_model(encoder: str, n_classes: int, weights: str = "imagenet") -> tuple[torch.nn.Module, WeightsInfo]:
-    """An ``smp.Unet`` with ``n_classes`` outputs and the requested encoder weights."""
+@dataclass(frozen=True)
+class InputRule:
+    """The input sides a model accepts: multiples of ``multiple`` (its encoder's output stride), at least ``minimum``."""
+
+    multiple: int = 32  # what every fastseg model padded to before the rule was recorded (Unets, stride 32)
+    minimum: int = 32
+
+
+def input_rule(model: torch.nn.Module) -> InputRule | None:
+    """The rule of an SMP model, from its encoder's output stride (8 for PSPNet and DeepLabV3, 16 for DeepLabV3Plus
+    and PAN, 32 for the others) and ``MIN_SIDES``; Unets keep 32 (SMP would take any side; 32 is what they trained
+    on). None for other modules (TorchScript, ONNX): their card says."""
+    stride = getattr(getattr(model, "encoder", None), "output_stride", None)
+    if not isinstance(stride, int):
+        return None
+    minimum = max(stride, MIN_SIDES.get(type(model).__name__, stride))
+    return InputRule(multiple=stride, minimum=-(-minimum // stride) * stride)
+
+
+def min_side(model: torch.nn.Module) -> int:
+    """The smallest input side ``model`` takes (32 where it has no rule of its own)."""
+    rule = input_rule(model)
+    return rule.minimum if rule is not None else InputRule().minimum
+
+
+def check_input_size(model: torch.nn.Module, size: int) -> None:
+    """Raise ``ConfigError`` when training crops of ``size`` are too small for ``model``'s architecture."""
+    least = min_side(model)
+    if size < least:
+        raise ConfigError(f"{type(model).__name__} needs inputs of at least {least} px, but the training size is "
+                          f"{size} (--size {least} resizes smaller images up; or choose another --arch)")
+
+
+def _create(arch: str, encoder: str, n_classes: int, timm_file: Path | None = None) -> torch.nn.Module:
+    """``smp.create_model`` with random weights, or for a ``tu-`` encoder the timm weights in ``timm_file`` (timm
+    loads them into its feature extractor itself); SMP's refusals (an encoder an arch cannot use) as ``ConfigError``."""
     import segmentation_models_pytorch as smp
 
+    arch = check_arch(arch)
     check_encoder(encoder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # SMP flags `timm-` names as legacy; they still work
-        model = smp.Unet(encoder_name=encoder, encoder_weights=None, classes=n_classes)
+        try:
+            if timm_file is not None:
+                return smp.create_model(arch, encoder_name=encoder, encoder_weights=True, classes=n_classes,
+                                        pretrained_cfg_overlay={"file": str(timm_file)})
+            return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=n_classes)
+        except (ValueError, KeyError, AttributeError, RuntimeError) as e:  # e.g. an encoder without dilation
+            reason = str(e.args[0] if e.args else e).splitlines()[0] if str(e) else e.__class__.__name__
+            raise ConfigError(f"arch {arch} cannot use encoder `{encoder}` ({reason}); choose another --encoder "
+                              "or --arch") from None
+
+
+def build_model(encoder: str, n_classes: int, weights: str = "imagenet", *,
+                arch: str = "Unet") -> tuple[torch.nn.Module, WeightsInfo]:
+    """An SMP ``arch`` (Unet, FPN, ... see ``config.ARCH_CHOICES``) with ``n_classes`` outputs and the requested
+    encoder weights."""
+    model = _create(arch, encoder, n_classes)
     if weights == "none":
         return model, WeightsInfo("none", False, "random initialisation (--weights none)")
-    if weights == "imagenet" and encoder.startswith("tu-"):
-        raise ConfigError("for tu- encoders use --weights none or a local file (timm hub weights are not wired up)")
     if weights == "imagenet":
         path = fetch_pretrained(encoder, "imagenet")
         if path is None:
             repo_id, _ = pretrained_source(encoder, "imagenet")
             return model, WeightsInfo("imagenet", False, f"ImageNet weights unavailable (offline, not cached: {repo_id}); "
                                                         "random initialisation")
+        if encoder.startswith("tu-"):
+            return _create(arch, encoder, n_classes, timm_file=path), WeightsInfo("imagenet", True, str(path))
         load_encoder_file(model.encoder, path)
         return model, WeightsInfo("imagenet", True, str(path))
     load_encoder_file(model.encoder, weights)

@@ -44,6 +44,11 @@ def test_fit_missing_data_dir_is_one_line_error(runner, tmp_path):
     (["fit", "--valid-pct", "1.5"], "valid_pct must be between 0 and 1"),
     (["fit", "--grad-clip", "-1"], "-1.0 is not in the range x>=0"),
     (["fit", "--encoder", "nonsense", "--weights", "none"], "wrong encoder name `nonsense`, supported encoders:"),
+    (["fit", "--arch", "SegNet"], "Error: wrong arch `SegNet`, supported: Unet, UnetPlusPlus, FPN, DeepLabV3, "
+                                  "DeepLabV3Plus, Linknet, MAnet, PAN, PSPNet, UPerNet, Segformer\n"),
+    (["fit", "--arch", "pan", "--weights", "none", "--encoder", "tu-test_efficientnet"],
+     "Error: PAN needs inputs of at least 128 px, but the training size is 64 (--size 128 resizes smaller images up; "
+     "or choose another --arch)"),
     (["predict", "missing.pkl", "x.png"], "missing.pkl: model file not found"),
 ])
 def test_bad_options_are_one_line_errors(runner, tiny_data, args, fragment):

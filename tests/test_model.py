@@ -91,3 +91,98 @@ def test_imagenet_uses_cached_copy(monkeypatch, tmp_path):
     m, info = build_model(ENC, 2, "imagenet")
     assert info.loaded and str(snap) in info.source
     assert torch.all(_first_param(m) == 0.5)
+
+
+# architectures (--arch)
+
+TINY = "tu-test_efficientnet"  # a timm test model: any arch builds it in milliseconds
+
+
+def test_arch_choices_are_smps_registry_less_dpt():
+    import segmentation_models_pytorch as smp
+
+    from fastseg.config import ARCH_CHOICES
+
+    assert set(ARCH_CHOICES) == {c.__name__ for c in smp.MODEL_ARCHITECTURES_MAPPING.values()} - {"DPT"}
+
+
+def test_unknown_arch_lists_choices_and_case_does_not_matter():
+    from fastseg.config import FitConfig
+
+    with pytest.raises(ConfigError) as e:
+        FitConfig(arch="SegNet")
+    assert str(e.value) == ("wrong arch `SegNet`, supported: Unet, UnetPlusPlus, FPN, DeepLabV3, DeepLabV3Plus, "
+                            "Linknet, MAnet, PAN, PSPNet, UPerNet, Segformer")
+    assert FitConfig(arch="deeplabv3plus").arch == "DeepLabV3Plus"
+    with pytest.raises(ConfigError, match="^wrong arch `x`, supported: Unet, "):
+        build_model(TINY, 2, "none", arch="x")
+
+
+def test_arch_that_cannot_use_the_encoder_is_one_line():
+    with pytest.raises(ConfigError) as e:
+        build_model("vgg11", 2, "none", arch="DeepLabV3")
+    assert str(e.value) == ("arch DeepLabV3 cannot use encoder `vgg11` ('VGG' models do not support dilated mode due "
+                            "to Max Pooling operations for downsampling!); choose another --encoder or --arch")
+
+
+@pytest.mark.parametrize("arch, multiple, minimum", [
+    ("Unet", 32, 32), ("FPN", 32, 32), ("PSPNet", 8, 8), ("DeepLabV3Plus", 16, 16), ("PAN", 16, 128),
+    ("Segformer", 32, 32),
+])
+def test_input_rule_comes_from_the_model(arch, multiple, minimum):
+    from fastseg.model import input_rule
+
+    model, _ = build_model(TINY, 3, "none", arch=arch)
+    rule = input_rule(model.eval())
+    assert (rule.multiple, rule.minimum) == (multiple, minimum)
+    h, w = minimum, minimum + multiple  # the smallest accepted sides work, whatever else they are
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, h, w)).shape == (1, 3, h, w)
+
+
+def test_training_size_below_the_archs_minimum_is_refused():
+    from fastseg.model import check_input_size
+
+    model, _ = build_model(TINY, 2, "none", arch="PAN")
+    with pytest.raises(ConfigError) as e:
+        check_input_size(model, 64)
+    assert str(e.value) == ("PAN needs inputs of at least 128 px, but the training size is 64 (--size 128 resizes "
+                            "smaller images up; or choose another --arch)")
+    check_input_size(model, 128)
+
+
+def test_timm_encoder_takes_imagenet_weights_from_the_cache(monkeypatch, tmp_path):
+    """tu- encoders: timm's pretrained weights (from the hub's timm/<model> repo), cached first, no network."""
+    import huggingface_hub.constants as hc
+    import timm
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(fsmodel, "_hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    m, info = build_model(TINY, 2, "imagenet", arch="FPN")  # not cached, offline: random init at once, said why
+    assert not info.loaded and "timm/test_efficientnet" in info.source
+    repo, rev = fsmodel.pretrained_source(TINY)
+    folder = tmp_path / ("models--" + repo.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    donor = timm.create_model(TINY[3:])
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.fill_(0.5)
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()},
+              str(folder / "snapshots" / ("0" * 40) / "model.safetensors"))
+    m, info = build_model(TINY, 2, "imagenet", arch="FPN")
+    assert info.loaded and rev is None
+    assert all(torch.all(p == 0.5) for p in m.encoder.parameters())
+    assert not any(torch.all(p == 0.5) for p in m.decoder.parameters())
+
+
+def test_timm_tag_is_checked_and_untrained_model_says_what_to_use():
+    with pytest.raises(ConfigError, match=r"^timm model `test_efficientnet` has no weights tagged `nosuchtag`; its "
+                                          r"tags: r160_in1k$"):
+        build_model("tu-test_efficientnet.nosuchtag", 2, "imagenet")
+    assert fsmodel.pretrained_source("tu-test_efficientnet.r160_in1k") == ("timm/test_efficientnet.r160_in1k", None)
+    with pytest.raises(ConfigError, match=r"^timm model `beit3_giant_patch14_224` has no pretrained weights on the "
+                                          r"Hugging Face hub; use --weights none or a local file$"):
+        fsmodel.pretrained_source("tu-beit3_giant_patch14_224")  # timm has its architecture, untrained

@@ -1,40 +1,33 @@
-"""The safe bundle: a folder with ``model.safetensors`` (weights) and ``fastseg.json`` (everything else).
+"""The safe bundle: a folder with ``model.safetensors`` (weights), ``fastseg.json`` (the model card), and for
+other tools SMP's ``config.json`` and a ``README.md`` model card (``fastseg.export.hub``, ``fastseg.export.readme``).
 
 A fastai ``.pkl`` is a pickle: loading it runs whatever code the file names, and it only loads with
 the fastai/torch/SMP versions (and the fastseg code) it was written with. The bundle holds only
 tensors (safetensors: a JSON header plus raw bytes) and plain JSON, so loading it executes nothing
-from the file; the Unet is rebuilt from the architecture named in the JSON.
+from the file; the model is rebuilt from the architecture named in the card. A folder written by SMP's
+``save_pretrained`` (config.json + model.safetensors, no fastseg.json) loads too.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import reprlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from ..constants import STRIDE
-from ..errors import ConfigError, ModelError
-from ..io import atomic_dir, atomic_write_bytes, default_mode
-from ..model import check_encoder
+from ..card import FORMAT, REQUIRED, ModelCard
+from ..config import Notify, silent
+from ..errors import ModelError
+from ..io import atomic_dir, atomic_write_bytes
+from .hub import README, SMP_CONFIG, is_smp_folder, smp_card, smp_config, smp_model
 
-__all__ = ["BUNDLE_FORMAT", "WEIGHTS_FILE", "INFO_FILE", "bundle_path_for", "is_bundle", "model_info", "write_bundle",
-           "read_info", "check_info", "read_bundle"]
+__all__ = ["BUNDLE_FORMAT", "WEIGHTS_FILE", "INFO_FILE", "bundle_path_for", "is_bundle", "versions", "write_bundle",
+           "read_info", "read_card", "read_bundle"]
 
-BUNDLE_FORMAT = "fastseg-bundle/1"
-WEIGHTS_FILE = "model.safetensors"
+BUNDLE_FORMAT = FORMAT
+WEIGHTS_FILE = "model.safetensors"  # the name and keys (the model's state dict) SMP's save_pretrained uses
 INFO_FILE = "fastseg.json"
-REQUIRED = ("arch", "encoder", "codes", "mean", "std")
-ARCHS = ("Unet",)
-CHANNELS = 3  # models take RGB input
-MIN_CLASSES, MAX_CLASSES = 2, 255  # one class is no segmentation; mask value 255 is void
-SIZES = (32, 8192)  # training sizes: the Unet's stride up to far beyond any GPU's memory for one image
-INPUTS = ("crop", "resize")  # how training fed images: crops at full scale, or whole images resized to `size`
 
 
 def bundle_path_for(pkl: str | os.PathLike) -> Path:
@@ -44,11 +37,15 @@ def bundle_path_for(pkl: str | os.PathLike) -> Path:
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
+    """A fastseg bundle folder (or a file in one), or a folder SMP's ``save_pretrained`` wrote."""
     p = Path(path)
-    return (p.is_dir() and (p / INFO_FILE).is_file()) or (p.is_file() and p.name in (INFO_FILE, WEIGHTS_FILE))
+    if p.is_file() and p.name in (INFO_FILE, WEIGHTS_FILE, SMP_CONFIG):
+        p = p.parent
+    return p.is_dir() and ((p / INFO_FILE).is_file() or is_smp_folder(p))
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """The versions of the packages that wrote a model (recorded in its card at export)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -60,31 +57,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def model_info(meta: dict, codes: list[str], mean, std) -> dict:
-    """The JSON-safe description of a model: the learner's meta plus normalisation stats and versions."""
-    info = json.loads(json.dumps(meta, default=str))  # drop anything JSON cannot hold (as strings)
-    info.update(format=BUNDLE_FORMAT, arch=meta.get("arch", "Unet"), codes=list(codes),
-                mean=[float(v) for v in torch.as_tensor(mean).flatten()[:3]],
-                std=[float(v) for v in torch.as_tensor(std).flatten()[:3]],
-                scale="inputs are RGB scaled to 0-1, then (x - mean) / std", pad_multiple=32,
-                versions=_versions())
-    return info
-
-
-def write_bundle(model: torch.nn.Module, info: dict, dest: str | os.PathLike, force: bool = False) -> Path:
-    """Write the bundle folder at ``dest`` all at once (a temporary folder renamed into place)."""
+def write_bundle(model: torch.nn.Module, card: ModelCard | dict, dest: str | os.PathLike, force: bool = False) -> Path:
+    """Write the bundle folder at ``dest`` all at once (a temporary folder renamed into place): weights, the
+    card (or its dict, as ``Predictor.info()`` gives) as fastseg.json, SMP's config.json and the README.md."""
     from safetensors.torch import save_file
 
+    from .readme import readme_text
+
+    card = card if isinstance(card, ModelCard) else ModelCard.from_dict(card, "the model card")
     dest = Path(dest).absolute()
     if dest.exists() and not force:
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
-    if dest.exists() and not is_bundle(dest):
+    if dest.exists() and not (dest / INFO_FILE).is_file():
         raise ModelError(f"{dest}: exists and is not a fastseg bundle (choose another --out)")
     state = {k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     with atomic_dir(dest) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT})
-        atomic_write_bytes(tmp / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
+        # "pt", as Hugging Face writes it: loaders that check the tag take the file
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "fastseg": BUNDLE_FORMAT})
+        atomic_write_bytes(tmp / INFO_FILE, (json.dumps(card.to_dict(), indent=2) + "\n").encode())
+        atomic_write_bytes(tmp / SMP_CONFIG, (json.dumps(smp_config(model, card), indent=2) + "\n").encode())
+        atomic_write_bytes(tmp / README, readme_text(card, dest.name).encode())
     return dest
 
 
@@ -93,8 +86,8 @@ def _folder(path: str | os.PathLike) -> Path:
     return p.parent if p.is_file() else p
 
 
-def read_info(path: str | os.PathLike) -> dict:
-    """The bundle's ``fastseg.json``, checked for the fields needed to rebuild and run the model."""
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The bundle's ``fastseg.json`` as a checked ``ModelCard``."""
     f = _folder(path) / INFO_FILE
     try:
         info = json.loads(f.read_text())
@@ -105,83 +98,37 @@ def read_info(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED if k not in info] if isinstance(info, dict) else list(REQUIRED)
     if missing:
         raise ModelError(f"{f}: missing {', '.join(missing)} (not a fastseg bundle; re-export with `fastseg export`)")
-    return check_info(info, f)
+    return ModelCard.from_dict(info, f)
 
 
-def check_info(info: dict, where) -> dict:
-    """``info`` (with the ``REQUIRED`` keys) if it describes a model fastseg can rebuild and run; else one
-    ``ModelError`` line naming the field. The JSON decides which code runs, so nothing is taken on trust."""
-    problem = _model_problem(info) or _codes_problem(info["codes"]) or _stats_problem(info) or _input_problem(info)
-    if problem:
-        raise ModelError(f"{where}: {problem} (re-export the model with `fastseg export`)")
-    return info
+def read_info(path: str | os.PathLike) -> dict:
+    """The bundle's card as a dict (``read_card(path).to_dict()``)."""
+    return read_card(path).to_dict()
 
 
-def _model_problem(info: dict) -> str | None:
-    if not isinstance(info["arch"], str) or info["arch"] not in ARCHS:
-        return f"unsupported arch {reprlib.repr(info['arch'])}; supported: {', '.join(ARCHS)}"
-    if not isinstance(info["encoder"], str):
-        return f"encoder must be an encoder name, got {reprlib.repr(info['encoder'])}"
-    try:
-        check_encoder(info["encoder"])
-    except ConfigError as e:
-        return str(e)
-    return None
-
-
-def _codes_problem(codes) -> str | None:
-    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-        return f"codes must be a list of class names, got {reprlib.repr(codes)}"
-    if not MIN_CLASSES <= len(codes) <= MAX_CLASSES:
-        return f"codes must name {MIN_CLASSES} to {MAX_CLASSES} classes, got {len(codes)}"
-    repeated = sorted({c for c in codes if codes.count(c) > 1})
-    if repeated:
-        return f"codes must be unique, got {', '.join(map(repr, repeated))} more than once"
-    return None
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _stats_problem(info: dict) -> str | None:
-    for key in ("mean", "std"):
-        v = info[key]
-        if not isinstance(v, list) or len(v) != CHANNELS or not all(_is_number(x) for x in v):
-            return f"{key} must be a list of {CHANNELS} numbers (one per RGB channel), got {reprlib.repr(v)}"
-    if not all(x > 0 for x in info["std"]):
-        return f"std must be positive, got {info['std']}"
-    return None
-
-
-def _input_problem(info: dict) -> str | None:
-    size, kind = info.get("size"), info.get("input", "crop")
-    if not isinstance(kind, str) or kind not in INPUTS:
-        return f"input must be one of {', '.join(INPUTS)}, got {reprlib.repr(kind)}"
-    if size is None and kind == "crop":  # only resized inputs need the size at prediction time
-        return None
-    if not (isinstance(size, int) and not isinstance(size, bool) and SIZES[0] <= size <= SIZES[1] and size % STRIDE == 0):
-        return f"size must be a multiple of 32 from {SIZES[0]} to {SIZES[1]}, got {reprlib.repr(size)}"
-    return None
-
-
-def read_bundle(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model from a bundle folder (or a file in it) without unpickling anything."""
+def read_bundle(path: str | os.PathLike, classes: list[str] | None = None,
+                notify: Notify = silent) -> tuple[torch.nn.Module, ModelCard]:
+    """Rebuild the model from a bundle folder (or a file in it) without unpickling anything. A folder SMP's
+    ``save_pretrained`` wrote takes its class names from ``classes`` (or its README)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ..model import build_model
 
-    info = read_info(path)
-    weights = _folder(path) / WEIGHTS_FILE
+    folder = _folder(path)
+    fastseg = (folder / INFO_FILE).is_file()
+    card = read_card(folder) if fastseg else smp_card(folder, classes, notify)
+    if fastseg and classes is not None and list(classes) != list(card.codes):
+        raise ModelError(f"{folder}: the model names its classes {', '.join(card.codes)}; drop --classes")
+    weights = folder / WEIGHTS_FILE
     try:
         state = load_file(str(weights), device="cpu")
     except (OSError, SafetensorError) as e:
         raise ModelError(f"{weights}: cannot read weights ({e.__class__.__name__}: {e}); re-export the bundle") from None
-    model, _ = build_model(info["encoder"], len(info["codes"]), "none")
+    model = build_model(card.encoder, card.n_classes, "none", arch=card.arch)[0] if fastseg else smp_model(folder)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelError(f"{weights}: weights do not fit {info['arch']}/{info['encoder']} with {len(info['codes'])} "
+        raise ModelError(f"{weights}: weights do not fit {card.arch}/{card.encoder} with {card.n_classes} "
                          f"classes ({str(e).splitlines()[0]})") from None
-    return model.eval(), info
+    return model.eval(), card

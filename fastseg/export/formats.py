@@ -1,40 +1,62 @@
 """Writing models: the fastai ``.pkl``, the safe bundle, ONNX and TorchScript, each atomically.
 
-Every format carries the same model description (``fastseg.json``: codes, normalisation, input
-size, versions) so ``fastseg.load`` gives the same masks from any of them.
+Every format carries the same ``ModelCard`` (codes, normalisation, architecture, input rule, versions: the
+.pkl's ``fastseg_info.meta``, the bundle's fastseg.json, ONNX metadata, a TorchScript extra file), so
+``fastseg.load`` gives the same masks from any of them.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..card import ModelCard
 from ..config import Notify, silent
 from ..errors import ConfigError, ModelError
 from ..io import atomic_path, atomic_write_bytes
 
-__all__ = ["export_learner", "FORMATS", "ExportResult", "export_model", "write_onnx", "write_torchscript",
-           "export_bundle_beside", "ONNX_TOLERANCE"]
+__all__ = ["export_learner", "learner_card", "FORMATS", "ExportResult", "export_model", "write_onnx",
+           "write_torchscript", "export_bundle_beside", "ONNX_TOLERANCE"]
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 ONNX_TOLERANCE = 1e-3  # max |logit diff| ONNX Runtime vs torch; float32 reorderings give ~1e-6
-SAMPLE = (2, 3, 96, 128)  # check input: batch and shape unlike the export trace's, to exercise dynamic axes
+SAMPLE = (2, 96, 128)  # check input (batch, height, width): unlike the export trace's, to exercise dynamic axes
+
+
+def learner_card(learn) -> ModelCard:
+    """The card of a trained learner: its meta (``fastseg_info``), its Normalize stats, its model's input
+    rule and the package versions."""
+    from fastai.data.transforms import Normalize
+
+    from ..device import plain_model
+    from .bundle import versions
+
+    norm = next((t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)), None)
+    if norm is None:
+        raise ModelError("the learner has no Normalize transform; cannot tell how to scale inputs")
+    info = getattr(learn, "fastseg_info", None)
+    meta = dict(info.meta) if info is not None else {}
+    codes = list(meta.get("codes") or learn.dls.vocab)
+    card = ModelCard.from_meta(meta, codes, norm.mean.cpu(), norm.std.cpu(), plain_model(learn.model), where="learner")
+    return card.replace(versions=versions())
 
 
 def export_learner(learn, dest: str | Path) -> Path:
     """``learn.export`` to a temporary file beside ``dest``, then rename: never a half-written model.
 
-    The export's crop transform is saved in whole-image mode, so fastai's ``learn.predict`` on the
+    The learner's meta becomes its model card first (``learner_card``), as the bundle and the other formats
+    write it. The export's crop transform is saved in whole-image mode, so fastai's ``learn.predict`` on the
     loaded learner segments whole images (padded to /32), not the centre crop validation used.
     """
     from ..device import precision_callbacks
     from ..train.transforms import whole_image_inference
 
     dest = Path(dest).absolute()
+    if getattr(learn, "fastseg_info", None) is not None:
+        learn.fastseg_info.meta = learner_card(learn).to_dict()
     # Mixed-precision callbacks stay behind: the export is fp32 and runs on any CPU (fastseg picks the fast path).
     with atomic_path(dest) as tmp, whole_image_inference(learn), learn.removed_cbs(precision_callbacks(learn)):
         learn.export(tmp)  # an absolute fname: learn.path / tmp == tmp
@@ -100,8 +122,10 @@ def _check_out(model: Path, dest: Path, fmt: str) -> None:
 
 
 def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False,
-                 int8: bool = False, calib: str | Path | None = None, notify: Notify = silent) -> ExportResult:
-    """Convert a fastseg model (.pkl, bundle, .pt) to ``fmt``: a safe bundle, ONNX or TorchScript.
+                 int8: bool = False, calib: str | Path | None = None, notify: Notify = silent,
+                 classes: list[str] | None = None) -> ExportResult:
+    """Convert a fastseg model (.pkl, bundle, .pt; or a folder SMP's save_pretrained wrote, whose class names
+    ``classes`` gives) to ``fmt``: a safe bundle, ONNX or TorchScript.
 
     ``int8`` (ONNX only): the statically quantised model, calibrated on the model's training images (or
     ``calib``'s), written to ``model.int8.onnx`` by default (see ``fastseg.export.quantize``)."""
@@ -123,32 +147,35 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
     if model.suffix.lower() == ".onnx":
         raise ModelError(f"{model}: cannot convert from ONNX (export from the .pkl or the bundle folder)")
-    predictor = load(model, backend="torch", notify=notify)  # notify: the pickle notice for a .pkl
+    predictor = load(model, backend="torch", notify=notify, classes=classes)  # notify: the pickle notice for a .pkl
     if predictor.model is None:
         raise ModelError(f"{model}: has no torch model to export")
     net = predictor.model.cpu().eval().float()
     if fmt == "safetensors":
-        return ExportResult(write_bundle(net, predictor.info(), dest, force=force), fmt)
+        return ExportResult(write_bundle(net, predictor.card, dest, force=force), fmt)
     if fmt == "onnx" and int8:
         return write_onnx_int8(predictor, dest, calib)
     if fmt == "onnx":
-        return write_onnx(net, predictor.info(), dest)
-    return write_torchscript(net, predictor.info(), dest)
+        return write_onnx(net, predictor.card, dest)
+    return write_torchscript(net, predictor.card, dest)
 
 
-def write_onnx(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
-    """ONNX with dynamic batch/height/width and the model description in its metadata, verified in onnxruntime."""
+def write_onnx(net: torch.nn.Module, card: ModelCard, dest: Path) -> ExportResult:
+    """ONNX with dynamic batch/height/width and the model card in its metadata, verified in onnxruntime."""
     from ..infer.backends import ONNX_MISSING, ONNX_OPSET, onnx_available, onnx_session, torch_to_onnx_bytes
 
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ModelError(f"{dest}: onnx is not installed (pip install 'fastseg[onnx]')") from None
-    data = _with_info(torch_to_onnx_bytes(net, ONNX_OPSET), {**info, "opset": ONNX_OPSET})
+    onnx_bytes = torch_to_onnx_bytes(net, ONNX_OPSET, card.fit_side(64), source=str(dest), channels=card.in_channels)
+    data = _with_info(onnx_bytes, card.replace(opset=ONNX_OPSET))
     if not onnx_available():
         raise ModelError(f"{dest}: cannot verify the ONNX model: {ONNX_MISSING}")
     session = onnx_session(data, source=str(dest))
-    x = torch.randn(*SAMPLE, generator=torch.Generator().manual_seed(0))
+    n, h, w = SAMPLE
+    x = torch.randn(n, card.in_channels, card.fit_side(h), card.fit_side(w) + card.pad_multiple,
+                    generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref = net(x).numpy()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
@@ -158,13 +185,13 @@ def write_onnx(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
     return ExportResult(atomic_write_bytes(dest, data), "onnx", ONNX_OPSET, diff)
 
 
-def _with_info(data: bytes, info: dict) -> bytes:
-    """The ONNX graph with the model description as its ``fastseg`` metadata, checked."""
+def _with_info(data: bytes, card: ModelCard) -> bytes:
+    """The ONNX graph with the model card as its ``fastseg`` metadata, checked."""
     import onnx
 
     proto = onnx.load_from_string(data)
     meta = proto.metadata_props.add()
-    meta.key, meta.value = "fastseg", json.dumps(info)
+    meta.key, meta.value = "fastseg", card.to_json()
     proto.producer_name = "fastseg"
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
@@ -181,26 +208,28 @@ def write_onnx_int8(predictor, dest: Path, calib: str | Path | None = None) -> E
         import onnx  # noqa: F401
     except ImportError:
         raise ModelError(f"{dest}: onnx is not installed (pip install 'fastseg[onnx]')") from None
-    net = predictor.model
+    net, card = predictor.model, predictor.card
     train, valid, where = calibration_images(predictor.meta, calib)
-    data = quantize_int8(torch_to_onnx_bytes(net, ONNX_OPSET), predictor, train)
+    fp32 = torch_to_onnx_bytes(net, ONNX_OPSET, card.fit_side(64), source=str(dest), channels=card.in_channels)
+    data = quantize_int8(fp32, predictor, train)
     backend = OnnxBackend(onnx_session(data, source=str(dest)), name="onnx-int8")
     found = measure_agreement(predictor, valid[:AGREEMENT_IMAGES], {"onnx-int8": backend})
     quant = {"method": QUANT_METHOD, "calibration": where, "agreement": found["backends"]["onnx-int8"],
              "agreement_images": found["images"], "weights_sha256": weights_fingerprint(net)}
-    data = _with_info(data, {**predictor.info(), "opset": ONNX_OPSET, "quantization": quant})
+    data = _with_info(data, card.replace(opset=ONNX_OPSET, quantization=quant))
     return ExportResult(atomic_write_bytes(dest, data), "onnx", ONNX_OPSET, quantization=quant)
 
 
-def write_torchscript(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
-    """A traced TorchScript module with ``fastseg.json`` embedded as an extra file."""
+def write_torchscript(net: torch.nn.Module, card: ModelCard, dest: Path) -> ExportResult:
+    """A traced TorchScript module with the model card embedded as the extra file ``fastseg.json``."""
     import warnings
 
+    side = card.fit_side(64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
-        traced = torch.jit.trace(net, torch.zeros(1, 3, 64, 64), check_trace=False)
+        traced = torch.jit.trace(net, torch.zeros(1, card.in_channels, side, side), check_trace=False)
     with atomic_path(dest) as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files={"fastseg.json": json.dumps(info)})
+        torch.jit.save(traced, str(tmp), _extra_files={"fastseg.json": card.to_json()})
     return ExportResult(Path(dest), "torchscript")
 
 
@@ -209,8 +238,8 @@ def export_bundle_beside(learn, pkl: str | Path) -> Path:
 
     Its fastseg.json records the .pkl's sha256, which tells later exports that fastseg wrote the pair."""
     from .bundle import bundle_path_for, write_bundle
+    from ..device import plain_model
     from ..io import sha256_file
-    from ..infer.predictor import Predictor
 
-    info = {**Predictor.from_learner(learn).info(), "pkl_sha256": sha256_file(pkl)}
-    return write_bundle(learn.model, info, bundle_path_for(pkl), force=True)
+    card = learner_card(learn).replace(pkl_sha256=sha256_file(pkl))
+    return write_bundle(plain_model(learn.model), card, bundle_path_for(pkl), force=True)

@@ -47,7 +47,9 @@ def reduced_backends(predictor) -> dict:
     in less than fp32 on this machine (in fp32 it is exact and needs no check)."""
     import copy
 
-    source = ModelSource(model=copy.deepcopy(predictor.model))  # channels_last and ONNX export leave the original alone
+    card = predictor.card
+    source = ModelSource(model=copy.deepcopy(predictor.model),  # channels_last and ONNX export leave the original alone
+                         sample_side=card.fit_side(64), channels=card.in_channels)
     out = {"torch-bf16": build_backend("torch-bf16", source, predictor.device)}
     if openvino_available():
         try:

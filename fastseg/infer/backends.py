@@ -113,16 +113,29 @@ def openvino_available() -> bool:
     return True
 
 
-def torch_to_onnx_bytes(model: torch.nn.Module, opset: int = ONNX_OPSET, sample_side: int = 64) -> bytes:
-    """The model as ONNX with dynamic batch, height and width (TorchScript-based exporter: no onnxscript needed)."""
+def torch_to_onnx_bytes(model: torch.nn.Module, opset: int = ONNX_OPSET, sample_side: int = 64,
+                        source: str = "the model", channels: int = 3) -> bytes:
+    """The model as ONNX with dynamic batch, height and width (TorchScript-based exporter: no onnxscript needed),
+    traced on a ``sample_side`` input the model takes; an op the exporter cannot convert is a ``ModelError``."""
     model = model.cpu().eval().float()
+    blocker = next((m for m in model.modules() if isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d))
+                    and m.output_size not in (1, (1, 1))), None)
+    if blocker is not None:  # checked first: the exporter would fail too, after dumping its graph on stdout
+        raise ModelError(f"{source}: cannot be converted to ONNX with any image size (its {blocker.__class__.__name__} "
+                         f"to {blocker.output_size} has no ONNX form for variable sizes, as in PSPNet and UPerNet); "
+                         "use the bundle or --format torchscript")
     buf = io.BytesIO()
     dyn = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter, nothing actionable
-        torch.onnx.export(model, (torch.zeros(1, 3, sample_side, sample_side),), buf, dynamo=False,
-                          opset_version=opset, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": dyn, "logits": dyn})
+        try:
+            torch.onnx.export(model, (torch.zeros(1, channels, sample_side, sample_side),), buf, dynamo=False,
+                              opset_version=opset, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": dyn, "logits": dyn})
+        except Exception as e:  # the exporter raises its own error types (e.g. PSPNet's adaptive pooling)
+            why = str(e).splitlines()[0][:160] if str(e) else e.__class__.__name__
+            raise ModelError(f"{source}: cannot be converted to ONNX with any image size ({why}); use the bundle "
+                             "or --format torchscript") from None
     return buf.getvalue()
 
 
@@ -164,13 +177,15 @@ class ModelSource:
     model: torch.nn.Module | None = None
     int8_file: str | None = None
     int8_agreement: float | None = None
+    sample_side: int = 64  # an input side the model takes, to trace the ONNX graph with
+    channels: int = 3
     _onnx: bytes | None = None
 
     def onnx(self) -> bytes:
         if self._onnx is None:
             if self.model is None:
                 raise ModelError("no torch model to convert to ONNX")
-            self._onnx = torch_to_onnx_bytes(self.model)
+            self._onnx = torch_to_onnx_bytes(self.model, sample_side=self.sample_side, channels=self.channels)
         return self._onnx
 
 

@@ -2,7 +2,9 @@
 
 Predictions come from ``fastseg.infer.predictor.Predictor`` (pad to a multiple of 32, crop back, no
 resize), truths from the data folder through ``fastseg.data.dataset.discover``'s mask mapping; every
-pixel of every image goes into one confusion matrix, so the numbers match other tools'.
+pixel of every image goes into one confusion matrix, so the numbers match other tools'. With post-processing
+(``--min-area`` / ``--fill-holes``, ``fastseg.infer.postprocess``) the scores are those of the cleaned masks, and
+the model's own are kept beside them (``raw_scores``): one prediction, both numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from ..config import Notify, PredictConfig, silent
 from ..data.dataset import DataSpec, discover
 from ..errors import DataError
-from .per_image import PerImage, image_confusions, per_image_scores, write_details
+from .per_image import PerImage, cleaned_confusions, per_image_scores, write_details
 
 __all__ = ["EvalResult", "SPLITS", "select_split", "evaluate"]
 
@@ -30,6 +32,7 @@ class EvalResult:
     plot: Path | None
     per_image: PerImage | None = None  # one row per image (fastseg.infer.per_image), in split order
     files: list[Path] = field(default_factory=list)  # per_image.csv/.json and worst.png, when asked for
+    raw_scores: dict | None = None  # with post-processing: the scores of the model's masks before it
 
 
 def select_split(spec: DataSpec, split: str) -> list:
@@ -48,12 +51,15 @@ def select_split(spec: DataSpec, split: str) -> list:
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: str | Path | None = None,
-             bs: int = 4, details: str | Path | None = None, worst: int = 0, notify: Notify = silent) -> EvalResult:
+             bs: int = 4, details: str | Path | None = None, worst: int = 0, notify: Notify = silent,
+             post: PredictConfig | None = None, classes: list[str] | None = None) -> EvalResult:
     """Scores of the exported ``model`` on ``split`` of ``data``; optionally the confusion-matrix PNG, and in
-    folder ``details`` the per-image scores (per_image.csv/.json) and a gallery of the ``worst`` images."""
+    folder ``details`` the per-image scores (per_image.csv/.json) and a gallery of the ``worst`` images.
+    ``post``: a PredictConfig whose min_area / fill_holes clean the masks before scoring; ``classes``: the class
+    names of an SMP model folder (``fastseg.infer.predictor.load``)."""
     from .predictor import load
 
-    predictor = load(model, notify=notify)  # notify: the pickle notice for a .pkl
+    predictor = load(model, notify=notify, classes=classes)  # notify: the pickle notice for a .pkl
     split_meta = predictor.meta.get("split", {})
     opts = predictor.meta.get("data_options") or {}  # --layout/--void/--ignore-index/--colors as in training
     spec = discover(data, valid_pct=split_meta.get("valid_pct", 0.2), seed=split_meta.get("seed", 42),
@@ -64,14 +70,18 @@ def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: st
                         f"{', '.join(predictor.codes)} (evaluate on data labelled like the training set)")
     samples = select_split(spec, split)
     # raw mask -> class indices, void as 255: exactly as in training; one confusion matrix per image
-    images = per_image_scores([s.image.name for s in samples],
-                              image_confusions(predictor, samples, spec.decoder, spec.n_classes, bs), spec.codes)
+    raw, cleaned = cleaned_confusions(predictor, samples, spec.decoder, spec.n_classes, bs, post=post)
+    names = [s.image.name for s in samples]
+    images = per_image_scores(names, raw if cleaned is None else cleaned, spec.codes)
     cm = images.confusion
     out = None
     if plot is not None:
         from ..report.plots import plot_confusion
 
         out = plot_confusion(cm, spec.codes, plot)
-    files = write_details(predictor, samples, images, spec.decoder, details, worst) if details is not None else []
-    return EvalResult(scores=images.scores, confusion=cm, n_images=len(samples), plot=out, per_image=images, files=files)
+    files = write_details(predictor, samples, images, spec.decoder, details, worst, post=post) \
+        if details is not None else []
+    raw_scores = per_image_scores(names, raw, spec.codes).scores if cleaned is not None else None
+    return EvalResult(scores=images.scores, confusion=cm, n_images=len(samples), plot=out, per_image=images, files=files,
+                      raw_scores=raw_scores)
 

@@ -21,20 +21,33 @@ from ..config import PredictConfig
 from ..io import atomic_write_bytes
 from ..metrics import confusion_matrix, scores_from_confusion
 
-__all__ = ["PerImage", "image_confusions", "per_image_rows", "per_image_scores", "worst_indices", "write_per_image",
-           "save_worst", "write_details"]
+__all__ = ["PerImage", "image_confusions", "cleaned_confusions", "per_image_rows", "per_image_scores", "worst_indices",
+           "write_per_image", "save_worst", "write_details"]
 
 
 def image_confusions(predictor, samples: Sequence, decoder, n_classes: int, bs: int = 4,
                      workers: int | str = "auto") -> list[np.ndarray]:
     """One ``n x n`` confusion matrix per sample (in ``samples`` order), the model at full resolution."""
+    return cleaned_confusions(predictor, samples, decoder, n_classes, bs, workers)[0]
+
+
+def cleaned_confusions(predictor, samples: Sequence, decoder, n_classes: int, bs: int = 4, workers: int | str = "auto",
+                       post: PredictConfig | None = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Per sample, the confusion matrix of the model's masks and (with ``post``'s min_area / fill_holes) of the
+    same masks post-processed (None without): one prediction, both numbers."""
+    from .postprocess import postprocess
+
     cms: list = [None] * len(samples)
+    cleaned: list | None = [None] * len(samples) if post is not None and post.postprocess else None
     for p in predictor.iter_predictions([s.image for s in samples], PredictConfig(bs=bs, workers=workers)):
         if p.error is not None:
             raise p.error
-        truth = decoder(samples[p.index].mask)
-        cms[p.index] = confusion_matrix(torch.from_numpy(p.mask), torch.from_numpy(truth), n_classes).numpy()
-    return cms
+        truth = torch.from_numpy(decoder(samples[p.index].mask))
+        cms[p.index] = confusion_matrix(torch.from_numpy(p.mask), truth, n_classes).numpy()
+        if cleaned is not None:
+            mask = postprocess(p.mask, post.min_area, post.fill_holes)
+            cleaned[p.index] = confusion_matrix(torch.from_numpy(mask), truth, n_classes).numpy()
+    return cms, cleaned
 
 
 def _num(x) -> float | None:
@@ -122,8 +135,10 @@ def write_per_image(result: PerImage, folder: str | Path, extra: dict | None = N
     return csv_path, json_path
 
 
-def save_worst(predictor, samples: Sequence, result: PerImage, decoder, k: int, dest: str | Path) -> Path | None:
-    """A gallery PNG of the ``k`` worst images: image | truth | prediction | errors; None when there are none."""
+def save_worst(predictor, samples: Sequence, result: PerImage, decoder, k: int, dest: str | Path,
+               post: PredictConfig | None = None) -> Path | None:
+    """A gallery PNG of the ``k`` worst images: image | truth | prediction (post-processed as ``post`` says) |
+    errors; None when there are none."""
     from ..report.plots import plot_gallery
     from .predictor import load_image
 
@@ -131,7 +146,7 @@ def save_worst(predictor, samples: Sequence, result: PerImage, decoder, k: int, 
     if not picks:
         return None
     images = [load_image(samples[i].image) for i in picks]
-    preds = predictor.predict(images)
+    preds = predictor.predict(images, post)
     truths = [decoder(samples[i].mask) for i in picks]
     titles = [_title(result.rows[i]) for i in picks]
     return plot_gallery(images, truths, preds, titles, len(result.codes), dest)
@@ -144,9 +159,9 @@ def _title(row: dict) -> str:
 
 
 def write_details(predictor, samples: Sequence, result: PerImage, decoder, folder: str | Path, worst: int = 0,
-                  extra: dict | None = None) -> list[Path]:
+                  extra: dict | None = None, post: PredictConfig | None = None) -> list[Path]:
     """per_image.csv/.json in ``folder`` (``extra`` keys added to the JSON), and worst.png when ``worst`` > 0."""
     files = list(write_per_image(result, folder, extra))
     if worst > 0:
-        files.append(save_worst(predictor, samples, result, decoder, worst, Path(folder) / "worst.png"))
+        files.append(save_worst(predictor, samples, result, decoder, worst, Path(folder) / "worst.png", post))
     return [f for f in files if f is not None]

@@ -4,8 +4,9 @@
 (folder with ``model.safetensors`` + ``fastseg.json``), an ``.onnx`` or a TorchScript ``.pt`` file.
 ``Predictor.predict`` takes paths, PIL images or arrays and returns masks (and, on request,
 probabilities). Images are decoded in DataLoader worker processes while the model runs, grouped by
-size into batches, padded to a multiple of 32 (reflection) and cropped back, so no resize blurs
-the result; ``tile`` switches to sliding-window inference and ``tta`` averages flips.
+size into batches, padded (reflection) to a side the model takes (its card's ``pad_multiple``, 32 for a Unet)
+and cropped back, so no resize blurs the result; ``tile`` switches to sliding-window inference and ``tta``
+averages flips; ``min_area`` / ``fill_holes`` clean the masks (``fastseg.infer.postprocess``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .backends import (ModelSource, OnnxBackend, OpenVinoBackend, TorchBackend, choose_backend, onnx_file_backend,
                        onnx_session)
+from ..card import REQUIRED, ModelCard
 from ..config import Notify, PredictConfig, silent
 from ..constants import IMAGE_EXTS, STRIDE
 from ..device import resolve_num_workers
@@ -34,13 +36,15 @@ from ..data.images import EIGHT_BIT_MODES, Scaling, no_pixel_limit, read_image, 
 from ..io import atomic_write_bytes, palette_for
 from ..metrics import class_argmax
 from .outputs import BackgroundWriter, OutputFolder, output_files, prepare_outputs
+from .postprocess import postprocess
 from .prelabels import open_labels
 from .tiling import tiled_rows
 
 __all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "save_mask", "save_probs",
            "predict_paths", "write_predictions", "PredictReport"]
 
-MODEL_KINDS = "a bundle folder (fastseg.json + model.safetensors), .onnx, TorchScript .pt/.ts or a fastai .pkl"
+MODEL_KINDS = ("a bundle folder (fastseg.json + model.safetensors, or SMP's config.json + model.safetensors), .onnx, "
+               "TorchScript .pt/.ts or a fastai .pkl")
 
 
 def load_image(src, scaling: Scaling | None = None) -> np.ndarray:
@@ -154,38 +158,37 @@ class Predictor:
 
     @classmethod
     def from_learner(cls, learn, backend: str = "torch", origin: Path | None = None) -> "Predictor":
-        from fastai.data.transforms import Normalize
+        from ..export.formats import learner_card
 
-        norm = next((t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)), None)
-        if norm is None:
-            raise ModelError("the learner has no Normalize transform; cannot tell how to scale inputs")
-        info = getattr(learn, "fastseg_info", None)
-        meta = dict(info.meta) if info is not None else {}
-        codes = list(meta.get("codes") or learn.dls.vocab)
-        return cls._with_backend(learn.model, codes, norm.mean.flatten()[:3].cpu(), norm.std.flatten()[:3].cpu(), meta, backend,
-                                 origin)
+        return cls._with_backend(learn.model, learner_card(learn), backend, origin)
 
     @classmethod
-    def _with_backend(cls, model, codes, mean, std, meta, backend: str, origin: Path | None = None) -> "Predictor":
+    def _with_backend(cls, model, card: ModelCard, backend: str, origin: Path | None = None) -> "Predictor":
         """``origin``: the model's file or folder, beside which an int8 export may be (``fastseg.export.quantize``)."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        source = ModelSource(model=model)
+        source = ModelSource(model=model, sample_side=card.fit_side(64), channels=card.in_channels)
         if origin is not None and backend in ("auto", "onnx-int8"):
             from ..export.quantize import int8_beside
 
             source.int8_file, source.int8_agreement = int8_beside(origin, model)
-        runner, note = choose_backend(source, device, backend, agreement=(meta.get("agreement") or {}).get("backends"))
-        return cls(model=model, codes=codes, mean=mean, std=std, meta=meta, device=device, backend=runner, backend_note=note)
+        runner, note = choose_backend(source, device, backend, agreement=(card.agreement or {}).get("backends"))
+        return cls(model=model, codes=list(card.codes), mean=card.mean, std=card.std, meta=card.to_dict(),
+                   device=device, backend=runner, backend_note=note)
+
+    @property
+    def card(self) -> ModelCard:
+        """The model card: the recorded facts (``meta``), the classes and normalisation, and the input rule of
+        the torch model itself where it is an SMP model."""
+        return ModelCard.from_meta(self.meta, self.codes, self.mean.cpu(), self.std.cpu(), self.model)
 
     def info(self) -> dict:
-        """The JSON-safe model description written into bundles and ONNX metadata."""
-        from ..export.bundle import model_info
-
-        return model_info(self.meta, self.codes, self.mean.cpu(), self.std.cpu())
+        """The model card as the JSON-safe dict every format stores."""
+        return self.card.to_dict()
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % STRIDE, (-w) % STRIDE
+        multiple, least = self.meta.get("pad_multiple", STRIDE), self.meta.get("min_side", STRIDE)  # from the card
+        ph, pw = max(-h % multiple, least - h), max(-w % multiple, least - w)
         if ph or pw:
             mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
@@ -273,14 +276,16 @@ class Predictor:
                     same.setdefault(arr.shape, []).append((i, arr))
             for group in same.values():
                 masks, pr = self._masks([a for _, a in group], cfg)
+                if cfg.postprocess:
+                    masks = [postprocess(m, cfg.min_area, cfg.fill_holes) for m in masks]
                 for k, (i, arr) in enumerate(group):
                     yield Prediction(i, masks[k], pr[k] if pr is not None else None, arr if keep_images else None)
 
     def predict(self, images: Sequence, cfg: PredictConfig | None = None, **options):
         """Masks (HxW uint8 class indices) for ``images``, in order; with ``probs=True``, (masks, probabilities).
 
-        Options are ``PredictConfig`` fields (bs, tile, overlap, tta, probs, workers); an unreadable
-        image raises ``DataError``.
+        Options are ``PredictConfig`` fields (bs, tile, overlap, tta, probs, workers, min_area, fill_holes); an
+        unreadable image raises ``DataError``.
         """
         cfg = cfg or PredictConfig(**{"workers": 0, **options})
         images = list(images)
@@ -293,8 +298,10 @@ class Predictor:
         return (masks, prob) if cfg.probs else masks
 
 
-def load(path: str | os.PathLike, backend: str = "auto", notify: Notify = silent) -> Predictor:
-    """Load any fastseg model as a ``Predictor``: bundle folder, .onnx, TorchScript .pt or .pkl.
+def load(path: str | os.PathLike, backend: str = "auto", notify: Notify = silent,
+         classes: Sequence[str] | None = None) -> Predictor:
+    """Load any fastseg model as a ``Predictor``: bundle folder, .onnx, TorchScript .pt or .pkl; also a folder
+    SMP's ``save_pretrained`` wrote (its class names: its README's, else ``classes``, else class0, class1, ...).
 
     ``backend``: ``auto`` picks, on CPU, the fastest backend here whose masks match fp32 on >= 99.5% of
     the model's validation pixels (``fastseg.infer.backends.choose_backend``; an int8 export beside the model
@@ -307,10 +314,12 @@ def load(path: str | os.PathLike, backend: str = "auto", notify: Notify = silent
     if not path.exists():
         raise ModelError(f"{path}: model file not found")
     if is_bundle(path):
-        model, info = read_bundle(path)
-        return Predictor._with_backend(model, info["codes"], info["mean"], info["std"], info, backend, origin=path)
+        model, card = read_bundle(path, list(classes) if classes is not None else None, notify)
+        return Predictor._with_backend(model, card, backend, origin=path)
     if path.is_dir():
         raise ModelError(f"{path}: folder without fastseg.json (expected {MODEL_KINDS})")
+    if classes is not None:
+        raise ConfigError(f"{path}: --classes names the outputs of an SMP model folder only; this model names its own")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _load_onnx(path, backend)
@@ -380,10 +389,8 @@ def _load_pkl(path: Path, backend: str) -> Predictor:
     return Predictor.from_learner(learn, backend=backend, origin=path)
 
 
-def _info_from(text: str | None, path: Path) -> dict:
+def _card_from(text: str | None, path: Path) -> ModelCard:
     import json
-
-    from ..export.bundle import REQUIRED, check_info
 
     try:
         info = json.loads(text or "")
@@ -391,7 +398,7 @@ def _info_from(text: str | None, path: Path) -> dict:
         info = None
     if not isinstance(info, dict) or any(k not in info for k in REQUIRED):
         raise ModelError(f"{path}: has no fastseg metadata (export it with `fastseg export`)")
-    return check_info(info, path)
+    return ModelCard.from_dict(info, path)
 
 
 def _load_onnx(path: Path, backend: str) -> Predictor:
@@ -399,9 +406,9 @@ def _load_onnx(path: Path, backend: str) -> Predictor:
         raise ConfigError(f"{path}: an .onnx model runs in onnxruntime or OpenVINO only (use backend auto, onnx, "
                           "onnx-int8 or openvino)")
     session = onnx_session(str(path), source=str(path))
-    info = _info_from(session.get_modelmeta().custom_metadata_map.get("fastseg"), path)
-    runner, note = onnx_file_backend(str(path), session, info, backend)
-    return Predictor(model=None, codes=info["codes"], mean=info["mean"], std=info["std"], meta=info,
+    card = _card_from(session.get_modelmeta().custom_metadata_map.get("fastseg"), path)
+    runner, note = onnx_file_backend(str(path), session, card.to_dict(), backend)
+    return Predictor(model=None, codes=list(card.codes), mean=card.mean, std=card.std, meta=card.to_dict(),
                      backend=runner, backend_note=note)
 
 
@@ -413,8 +420,8 @@ def _load_torchscript(path: Path, backend: str) -> Predictor:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:  # torch raises RuntimeError/ValueError/... for non-TorchScript files
         raise ModelError(f"{path}: not a readable TorchScript model ({e.__class__.__name__})") from None
-    info = _info_from(extra["fastseg.json"], path)
-    return Predictor(model=module, codes=info["codes"], mean=info["mean"], std=info["std"], meta=info,
+    card = _card_from(extra["fastseg.json"], path)
+    return Predictor(model=module, codes=list(card.codes), mean=card.mean, std=card.std, meta=card.to_dict(),
                      backend_note="torchscript")
 
 

@@ -43,7 +43,7 @@ def seg_splitter(model: torch.nn.Module) -> list:
 def model_meta(cfg: FitConfig, spec: DataSpec, plan, winfo: WeightsInfo) -> dict:
     """What the exported model says about itself (codes, input, how training read the data)."""
     return {
-        "arch": "Unet", "encoder": cfg.encoder, "codes": list(spec.codes), "void_code": spec.void_code,
+        "arch": cfg.arch, "encoder": cfg.encoder, "codes": list(spec.codes), "void_code": spec.void_code,
         "ignore_index": IGNORE_INDEX, "size": plan.size, "input": plan.input_mode,
         "weights": {"requested": winfo.requested, "loaded": winfo.loaded, "source": winfo.source},
         "split": {"valid_pct": cfg.valid_pct, "seed": cfg.seed},  # lets `fastseg evaluate` rebuild the same split
@@ -53,6 +53,7 @@ def model_meta(cfg: FitConfig, spec: DataSpec, plan, winfo: WeightsInfo) -> dict
         "scaling": spec.scaling.as_dict(),  # prediction scales 16-bit/float images as training did
         "data": str(Path(cfg.data).absolute()),  # where `fastseg export --int8` finds calibration images
         "precision": {"train": plan.precision, "reason": plan.why.get("precision", "")},
+        "images": {"train": len(spec.train), "valid": len(spec.valid)}, "config": cfg.to_dict(),  # for the README
     }
 
 

@@ -30,7 +30,7 @@ from .callbacks import BestCheckpoint, LastCheckpoint, Patience, ResumedSchedule
 from .distributed import RankStats, ddp, is_main_process, run_on_main
 from .learner import FastsegInfo, build_learner, seg_splitter
 from .loaders import Getters, crop_loaders
-from .plan import Machine, Phase, RunPlan, plan_run
+from .plan import Machine, Phase, RunPlan, lr_find_size, plan_run
 from .runs import RunState, resume_command
 
 __all__ = ["LRFindResult", "Session", "Trained", "prepare", "plan_for", "find_lr", "run_lr_find", "train",
@@ -89,7 +89,8 @@ def _plan_here(cfg: FitConfig, spec: DataSpec, pretrained: bool, sizes: tuple[in
     from ..device import StepProbe
 
     machine = dataclasses.replace(Machine.detect(cfg.device), world_size=sizes[0], local_processes=sizes[1])
-    probe = StepProbe(lambda: build_model(cfg.encoder, spec.n_classes, "none")[0], spec.n_classes, machine.device)
+    probe = StepProbe(lambda: build_model(cfg.encoder, spec.n_classes, "none", arch=cfg.arch)[0], spec.n_classes,
+                      machine.device)
     return plan_run(cfg, spec, machine, pretrained, probe, elapsed_s)
 
 
@@ -102,7 +103,7 @@ def prepare(cfg: FitConfig, notify: Notify = silent, plan: RunPlan | None = None
     set_seed(cfg.seed, reproducible=True)
     spec = discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify, layout=cfg.layout,
                     colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
-    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights)
+    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
     plan = plan or plan_for(cfg, spec, winfo, time.perf_counter() - started)
@@ -124,7 +125,7 @@ def run_lr_find(learn: Learner, num_it: int) -> LRFindResult:
 
 def _find_lr(session: Session) -> LRFindResult:
     cfg, learn = session.cfg, session.learn
-    size = min(cfg.lr_find_size, session.plan.size)
+    size = lr_find_size(session.cfg, session.plan.size)
     full = learn.dls
     learn.dls = crop_loaders(full, session.spec, session.plan, session.getters, size, keep_valid=False)
     try:

@@ -24,7 +24,7 @@ from ..config import FitConfig
 from ..constants import STRIDE
 from ..errors import ConfigError
 
-__all__ = ["Machine", "Phase", "Probe", "RunPlan", "plan_run", "auto_size", "progressive_size", "small_epochs",
+__all__ = ["Machine", "Phase", "Probe", "RunPlan", "plan_run", "auto_size", "progressive_size", "lr_find_size", "small_epochs",
            "crops_per_image", "plan_phases", "count_steps", "resolve_aug", "Costs", "budget_epochs", "PLAN_VERSION",
            "PROGRESSIVE_SHARE", "PROGRESSIVE_MIN_EPOCHS", "PROGRESSIVE_LR_DIV", "AUG_FULL_STEPS"]
 
@@ -182,15 +182,36 @@ def progressive_size(cfg: FitConfig, min_side: int, size: int, epochs: int) -> t
     ``auto`` needs images at least twice the crop side: the crops are then windows of larger images
     (nothing is down-scaled), and the early epochs, which learn local texture, get ~4x the steps."""
     small = (size // 2) // STRIDE * STRIDE
+    least = model_min_side(cfg.arch)
     if cfg.progressive == "off":
         return None, "--progressive off"
-    if small < 32:
-        return None, f"no half-size crop for size {size} (crops must be multiples of 32)"
+    if small < least:
+        at_least = f", at least {least} for {cfg.arch}" if least > STRIDE else ""
+        return None, f"no half-size crop for size {size} (crops must be multiples of {STRIDE}{at_least})"
     if not small_epochs(epochs):
         return None, f"{epochs} epochs cannot be split (>= {PROGRESSIVE_MIN_EPOCHS} needed)"
     if cfg.progressive == "auto" and min_side < 2 * size:
         return None, f"auto: smallest image side {min_side} < 2 x crop {size}"
     return small, "--progressive on" if cfg.progressive == "on" else f"auto: images >= 2 x crop {size}"
+
+
+def model_min_side(arch: str) -> int:
+    """The smallest input side ``arch`` takes (PAN's pyramid pooling needs 128)."""
+    from ..model import MIN_SIDES
+
+    return MIN_SIDES.get(arch, STRIDE)
+
+
+def _check_arch_size(arch: str, size: int) -> None:
+    least = model_min_side(arch)
+    if size < least:
+        raise ConfigError(f"{arch} needs inputs of at least {least} px, but the training size is {size} "
+                          f"(--size {least} resizes smaller images up; or choose another --arch)")
+
+
+def lr_find_size(cfg: FitConfig, size: int) -> int:
+    """The LR finder's crop side: ``cfg.lr_find_size`` (cheap; the rate carries over), at least what the arch takes."""
+    return min(max(cfg.lr_find_size, model_min_side(cfg.arch)), size)
 
 
 def small_epochs(epochs: int) -> int:
@@ -284,7 +305,7 @@ def _costs(cfg: FitConfig, spec, size: int, bs: int, precision: str, probe: Prob
     small = probe.step_seconds(half_side, bs, precision) * STEP_OVERHEAD \
         if cfg.progressive != "off" and half_side >= 32 else 0.0
     per_image = full / bs
-    lr_find = 0.0 if cfg.lr != "auto" else cfg.lr_find_iters * full * (min(cfg.lr_find_size, size) / size) ** 2
+    lr_find = 0.0 if cfg.lr != "auto" else cfg.lr_find_iters * full * (lr_find_size(cfg, size) / size) ** 2
     valid = VALID_COST * per_image * max(1, len(spec.valid))
     valid_pixels = sum(spec.class_pixels.get("valid", ())) or len(spec.valid) * size * size
     finish = FINISH_FIXED_S + FINISH_PASSES * VALID_COST * per_image * valid_pixels / (size * size)
@@ -315,6 +336,7 @@ def plan_run(cfg: FitConfig, spec, machine: Machine, pretrained: bool, probe: Pr
     measure). ``elapsed_s``: seconds the run has spent already, counted against ``--time``."""
     why: dict[str, str] = {"device": _device_why(cfg, machine)}
     size, why["size"] = auto_size(spec.min_side, cfg.size)
+    _check_arch_size(cfg.arch, size)
     bs, why["bs"] = (int(cfg.bs), "--bs") if cfg.bs != "auto" else \
         _need(probe, "--bs auto").batch_size(size, len(spec.train))
     precision, why["precision"] = _precision(cfg, machine, probe, size, bs)

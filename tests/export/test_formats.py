@@ -71,7 +71,7 @@ def test_bundle_and_torchscript_exports(runner, trained, tmp_path):
     b = tmp_path / "safe"
     res = runner.invoke(main, ["export", str(trained.export), "--format", "safetensors", "--out", str(b)])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in b.iterdir()) == [INFO_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in b.iterdir()) == ["README.md", "config.json", INFO_FILE, WEIGHTS_FILE]
     res = runner.invoke(main, ["export", str(trained.export), "--format", "safetensors", "--out", str(b)])
     assert res.output.strip() == f"Error: {b.absolute()}: already exists (use --force to overwrite)"
     (b / "stale.txt").write_text("x")

@@ -51,6 +51,8 @@ def test_progressive_size_rules():
     assert progressive_size(cfg, 512, 256, 3) == (None, "3 epochs cannot be split (>= 4 needed)")
     assert progressive_size(cfg.replace(progressive="on"), 512, 32, 14)[0] is None  # a 16 px crop cannot pass the Unet
     assert progressive_size(cfg, 512, 96, 14)[0] == 32  # half of 96, down to a multiple of 32
+    assert progressive_size(cfg.replace(arch="PAN", progressive="on"), 512, 192, 14) == (
+        None, "no half-size crop for size 192 (crops must be multiples of 32, at least 128 for PAN)")
 
 
 def test_small_epochs_split_and_crops_per_image():
