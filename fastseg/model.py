@@ -19,7 +19,8 @@ import torch
 
 from .errors import ConfigError, WeightsError
 
-__all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained", "load_encoder_file"]
+__all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained", "load_encoder_file",
+           "input_channels", "adapt_first_conv"]
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,32 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def input_channels(model: torch.nn.Module) -> int:
+    """The channels a model takes: its first convolution's inputs (3, as RGB models, when it has none). Read
+    from the weights, so TorchScript modules answer too."""
+    return next((int(p.shape[1]) for p in model.parameters() if p.ndim == 4), 3)
+
+
+def adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """An RGB first convolution's weights for ``channels`` inputs, as SMP's ``patch_first_conv`` makes them when
+    it loads pretrained weights itself: 1 channel sums the RGB filters (a grey image repeated gives the same
+    response); more repeat R, G, B, R, ... scaled by 3 / channels so the summed response keeps its size."""
+    if channels == 1:
+        return weight.sum(1, keepdim=True)
+    idx = torch.arange(channels) % weight.shape[1]
+    return weight[:, idx] * (weight.shape[1] / channels)
+
+
+def _first_conv_key(own: dict, sd: dict) -> str | None:
+    """The one key whose weights differ from the model's only in their input channels (RGB -> N), else None."""
+    keys = [k for k, v in own.items() if k in sd and v.ndim == 4 and sd[k].ndim == 4 and sd[k].shape[1] == 3
+            and v.shape[1] != 3 and v.shape[:1] + v.shape[2:] == sd[k].shape[:1] + sd[k].shape[2:]]
+    return keys[0] if len(keys) == 1 else None
+
+
 def load_encoder_file(encoder: torch.nn.Module, path: str | Path) -> None:
-    """Load a local encoder state dict (a full Unet state dict with ``encoder.`` keys also works)."""
+    """Load a local encoder state dict (a full Unet state dict with ``encoder.`` keys also works); RGB weights
+    into an encoder of other input channels get their first convolution adapted (``adapt_first_conv``)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found (use --weights imagenet, none, or a .pth/.safetensors file)")
@@ -126,6 +151,9 @@ def load_encoder_file(encoder: torch.nn.Module, path: str | Path) -> None:
     if any(k.startswith("encoder.") for k in sd):
         sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
     own = encoder.state_dict()
+    first = _first_conv_key(own, sd)
+    if first is not None:
+        sd = {**sd, first: adapt_first_conv(sd[first], own[first].shape[1])}
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [k for k in own if k in sd and sd[k].shape != own[k].shape]
@@ -136,14 +164,16 @@ def load_encoder_file(encoder: torch.nn.Module, path: str | Path) -> None:
     encoder.load_state_dict(sd)
 
 
-def build_model(encoder: str, n_classes: int, weights: str = "imagenet") -> tuple[torch.nn.Module, WeightsInfo]:
-    """An ``smp.Unet`` with ``n_classes`` outputs and the requested encoder weights."""
+def build_model(encoder: str, n_classes: int, weights: str = "imagenet", *,
+                in_channels: int = 3) -> tuple[torch.nn.Module, WeightsInfo]:
+    """An ``smp.Unet`` with ``n_classes`` outputs, ``in_channels`` inputs and the requested encoder weights
+    (RGB weights get their first convolution adapted to ``in_channels``, see ``load_encoder_file``)."""
     import segmentation_models_pytorch as smp
 
     check_encoder(encoder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # SMP flags `timm-` names as legacy; they still work
-        model = smp.Unet(encoder_name=encoder, encoder_weights=None, classes=n_classes)
+        model = smp.Unet(encoder_name=encoder, encoder_weights=None, classes=n_classes, in_channels=in_channels)
     if weights == "none":
         return model, WeightsInfo("none", False, "random initialisation (--weights none)")
     if weights == "imagenet" and encoder.startswith("tu-"):

@@ -30,7 +30,8 @@ WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "fastseg.json"
 REQUIRED = ("arch", "encoder", "codes", "mean", "std")
 ARCHS = ("Unet",)
-CHANNELS = 3  # models take RGB input
+CHANNELS = 3  # models that do not say otherwise (written before "channels" was stored) take RGB input
+MAX_CHANNELS = 16  # fastseg.data.channels.MAX_CHANNELS: the most a data set's images can have
 MIN_CLASSES, MAX_CLASSES = 2, 255  # one class is no segmentation; mask value 255 is void
 SIZES = (32, 8192)  # training sizes: the Unet's stride up to far beyond any GPU's memory for one image
 INPUTS = ("crop", "resize")  # how training fed images: crops at full scale, or whole images resized to `size`
@@ -62,11 +63,12 @@ def _versions() -> dict[str, str]:
 def model_info(meta: dict, codes: list[str], mean, std) -> dict:
     """The JSON-safe description of a model: the learner's meta plus normalisation stats and versions."""
     info = json.loads(json.dumps(meta, default=str))  # drop anything JSON cannot hold (as strings)
-    info.update(format=BUNDLE_FORMAT, arch=meta.get("arch", "Unet"), codes=list(codes),
-                mean=[float(v) for v in torch.as_tensor(mean).flatten()[:3]],
-                std=[float(v) for v in torch.as_tensor(std).flatten()[:3]],
-                scale="inputs are RGB scaled to 0-1, then (x - mean) / std", pad_multiple=32,
-                versions=_versions())
+    mean, std = ([float(v) for v in torch.as_tensor(s).flatten()] for s in (mean, std))
+    rgb = not (meta.get("scaling") or {}).get("channels")
+    info.update(format=BUNDLE_FORMAT, arch=meta.get("arch", "Unet"), codes=list(codes), mean=mean, std=std,
+                channels=len(mean), pad_multiple=32, versions=_versions(),
+                scale="inputs are RGB scaled to 0-1, then (x - mean) / std" if rgb else
+                f"inputs are the image's {len(mean)} channels scaled to 0-1 by `scaling`, then (x - mean) / std")
     return info
 
 
@@ -144,10 +146,14 @@ def _is_number(x) -> bool:
 
 
 def _stats_problem(info: dict) -> str | None:
+    n = info.get("channels", CHANNELS)
+    if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_CHANNELS):
+        return f"channels must be a whole number from 1 to {MAX_CHANNELS}, got {reprlib.repr(n)}"
     for key in ("mean", "std"):
         v = info[key]
-        if not isinstance(v, list) or len(v) != CHANNELS or not all(_is_number(x) for x in v):
-            return f"{key} must be a list of {CHANNELS} numbers (one per RGB channel), got {reprlib.repr(v)}"
+        if not isinstance(v, list) or len(v) != n or not all(_is_number(x) for x in v):
+            per = "RGB channel" if n == 3 else "input channel"
+            return f"{key} must be a list of {n} numbers (one per {per}), got {reprlib.repr(v)}"
     if not all(x > 0 for x in info["std"]):
         return f"std must be positive, got {info['std']}"
     return None
@@ -177,7 +183,7 @@ def read_bundle(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         state = load_file(str(weights), device="cpu")
     except (OSError, SafetensorError) as e:
         raise ModelError(f"{weights}: cannot read weights ({e.__class__.__name__}: {e}); re-export the bundle") from None
-    model, _ = build_model(info["encoder"], len(info["codes"]), "none")
+    model, _ = build_model(info["encoder"], len(info["codes"]), "none", in_channels=info.get("channels", CHANNELS))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

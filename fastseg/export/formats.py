@@ -16,13 +16,14 @@ import torch
 from ..config import Notify, silent
 from ..errors import ConfigError, ModelError
 from ..io import atomic_path, atomic_write_bytes
+from ..model import input_channels
 
 __all__ = ["export_learner", "FORMATS", "ExportResult", "export_model", "write_onnx", "write_torchscript",
            "export_bundle_beside", "ONNX_TOLERANCE"]
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 ONNX_TOLERANCE = 1e-3  # max |logit diff| ONNX Runtime vs torch; float32 reorderings give ~1e-6
-SAMPLE = (2, 3, 96, 128)  # check input: batch and shape unlike the export trace's, to exercise dynamic axes
+SAMPLE = (2, 96, 128)  # check input (x the model's channels): batch and shape unlike the trace's, to exercise dynamic axes
 
 
 def export_learner(learn, dest: str | Path) -> Path:
@@ -148,7 +149,8 @@ def write_onnx(net: torch.nn.Module, info: dict, dest: Path) -> ExportResult:
     if not onnx_available():
         raise ModelError(f"{dest}: cannot verify the ONNX model: {ONNX_MISSING}")
     session = onnx_session(data, source=str(dest))
-    x = torch.randn(*SAMPLE, generator=torch.Generator().manual_seed(0))
+    n, h, w = SAMPLE
+    x = torch.randn(n, input_channels(net), h, w, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref = net(x).numpy()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
@@ -198,7 +200,7 @@ def write_torchscript(net: torch.nn.Module, info: dict, dest: Path) -> ExportRes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
-        traced = torch.jit.trace(net, torch.zeros(1, 3, 64, 64), check_trace=False)
+        traced = torch.jit.trace(net, torch.zeros(1, input_channels(net), 64, 64), check_trace=False)
     with atomic_path(dest) as tmp:
         torch.jit.save(traced, str(tmp), _extra_files={"fastseg.json": json.dumps(info)})
     return ExportResult(Path(dest), "torchscript")

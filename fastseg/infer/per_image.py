@@ -125,16 +125,15 @@ def write_per_image(result: PerImage, folder: str | Path, extra: dict | None = N
 def save_worst(predictor, samples: Sequence, result: PerImage, decoder, k: int, dest: str | Path) -> Path | None:
     """A gallery PNG of the ``k`` worst images: image | truth | prediction | errors; None when there are none."""
     from ..report.plots import plot_gallery
-    from .predictor import load_image
 
     picks = worst_indices(result.rows, k)
     if not picks:
         return None
-    images = [load_image(samples[i].image) for i in picks]
+    images = [predictor.read(samples[i].image) for i in picks]  # as the model takes them (channels, scaling)
     preds = predictor.predict(images)
     truths = [decoder(samples[i].mask) for i in picks]
     titles = [_title(result.rows[i]) for i in picks]
-    return plot_gallery(images, truths, preds, titles, len(result.codes), dest)
+    return plot_gallery([predictor.shown(im) for im in images], truths, preds, titles, len(result.codes), dest)
 
 
 def _title(row: dict) -> str:

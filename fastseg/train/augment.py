@@ -26,11 +26,13 @@ def resolve_aug(level: str | bool, steps: int) -> str:
     return level
 
 
-def seg_batch_tfms(level: str | bool = "full") -> list:
-    """fastai batch transforms for an augmentation level, then ImageNet normalisation.
+def seg_batch_tfms(level: str | bool = "full", stats: tuple | None = None) -> list:
+    """fastai batch transforms for an augmentation level, then normalisation by ``stats``.
 
     ``full``: the recipe below; ``flips``: only the 8 dihedral flips/rotations (exact pixel moves, no
-    resampling); ``none``: normalisation only. ``True``/``False`` mean full/none.
+    resampling); ``none``: normalisation only. ``True``/``False`` mean full/none. ``stats``: per-channel
+    (mean, std) of 0-1 values; None: ImageNet's, which 8-bit RGB keeps because the pretrained encoder
+    expects them (other data brings its own, computed over its training set: ``DataSpec.stats``).
     """
     from fastai.data.transforms import Normalize
     from fastai.vision.augment import aug_transforms
@@ -52,4 +54,4 @@ def seg_batch_tfms(level: str | bool = "full") -> list:
     elif level == "flips":  # fastai's Dihedral alone: 90-degree turns and flips land exactly on pixels
         tfms += aug_transforms(flip_vert=True, max_rotate=0.0, min_zoom=1.0, max_zoom=1.0, max_warp=0.0,
                                max_lighting=0.0)
-    return [*tfms, Normalize.from_stats(*imagenet_stats)]
+    return [*tfms, Normalize.from_stats(*(stats or imagenet_stats))]

@@ -104,13 +104,13 @@ def cache_bytes(spec: DataSpec) -> int:
     opened again; a hand-made spec without those counts falls back to reading image headers.
     """
     if {"train", "valid"} <= set(spec.class_pixels):
-        return 4 * (sum(spec.class_pixels["train"]) + sum(spec.class_pixels["valid"]))
+        return (spec.pixel_bytes + 1) * (sum(spec.class_pixels["train"]) + sum(spec.class_pixels["valid"]))
     from PIL import Image
 
     total = 0
     for s in (*spec.train, *spec.valid):
         with Image.open(s.image) as im:
-            total += im.size[0] * im.size[1] * 4
+            total += im.size[0] * im.size[1] * (spec.pixel_bytes + 1)
     return total
 
 
@@ -140,13 +140,20 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, num_workers: int = 0, d
     # Crop rather than down-scale large images, so thin structures keep their width in pixels;
     # SegCrop = RandomCrop that the export switches to whole images (fastseg.train.transforms).
     item_tfms = [SegCrop(size)] if spec.min_side >= size else [Resize(size)]
-    batch_tfms = seg_batch_tfms(aug)  # fastseg.train.augment: full / flips / none (normalisation only)
-    get_x, get_y = getters or (ImageForPath(spec.scaling), MaskForImage(masks, spec.decoder))
+    x_block, new_x = ImageBlock, ImageForPath
+    if spec.scaling.channels is not None:  # not 8-bit RGB: C x H x W tensors of every channel (.channels)
+        from .channels import ChannelBlock, ChannelCrop, ChannelResize, ChannelsForPath
+
+        item_tfms = [ChannelCrop(size)] if spec.min_side >= size else [ChannelResize(size)]
+        x_block, new_x = ChannelBlock(), ChannelsForPath
+    # fastseg.train.augment: full / flips / none (normalisation only); the set's own statistics unless 8-bit RGB
+    batch_tfms = seg_batch_tfms(aug, stats=spec.stats)
+    get_x, get_y = getters or (new_x(spec.scaling), MaskForImage(masks, spec.decoder))
     if cache and getters is None:
         unique = list(dict.fromkeys(items))
         get_x.preload(unique)
         get_y.preload(unique)
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))),
+    block = DataBlock(blocks=(x_block, MaskBlock(list(spec.codes))),
                       get_x=get_x, get_y=get_y,
                       splitter=IndexSplitter(valid_idx),
                       item_tfms=item_tfms, batch_tfms=batch_tfms)
@@ -170,7 +177,7 @@ def dataloaders_for(cfg: FitConfig, spec: DataSpec, size: int, notify: Notify = 
     if bs == "auto":
         from ..model import build_model
 
-        probe, _ = build_model(cfg.encoder, spec.n_classes, "none")
+        probe, _ = build_model(cfg.encoder, spec.n_classes, "none", in_channels=spec.channels)
         bs, why = auto_batch_size(probe, size, device, n_train=len(spec.train))
         del probe
         notify(f"batch size {bs} (--bs auto: {why})")

@@ -100,7 +100,7 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
                             colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
     size = auto_size(spec, cfg.size)
     dls = dataloaders_for(cfg, spec, size, notify)
-    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights)
+    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, in_channels=spec.channels)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
     meta = {
@@ -113,6 +113,7 @@ def build_learner(cfg: FitConfig, notify: Notify = silent, spec: DataSpec | None
         "data_options": {"layout": cfg.layout, "void": cfg.void, "ignore_index": cfg.ignore_index,
                          "colors": [[c, *rgb] for c, rgb in zip(spec.codes, spec.colors)] if spec.colors else None},
         "scaling": spec.scaling.as_dict(),  # prediction scales 16-bit/float images as training did
+        "channels": spec.channels,  # the model's input channels (3: RGB); its mean/std have one value each
         "data": str(Path(cfg.data).absolute()),  # where `fastseg export --int8` finds calibration images
     }
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fastseg-"))
