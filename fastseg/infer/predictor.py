@@ -195,7 +195,7 @@ class Predictor:
 
     def shown(self, image: np.ndarray) -> np.ndarray:
         """A decoded input as H x W x 3 uint8 to look at (overlays, galleries)."""
-        return display_rgb(image) if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8 else image
+        return display_rgb(image)
 
     def info(self) -> dict:
         """The JSON-safe model description written into bundles and ONNX metadata."""
