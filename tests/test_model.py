@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,8 +73,8 @@ def test_imagenet_offline_warns_fast_and_proceeds(monkeypatch, tmp_path):
     assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
 
 
-def test_imagenet_uses_cached_copy(monkeypatch, tmp_path):
-    """A copy in the Hugging Face cache is used without any network."""
+def _cached_imagenet(monkeypatch, tmp_path, donor) -> Path:
+    """``donor``'s encoder as the Hugging Face cache's ImageNet copy, with no network; returns its folder."""
     from safetensors.torch import save_file
 
     monkeypatch.setattr(fsmodel, "_hub_reachable", lambda timeout=2.0: False)
@@ -83,11 +84,17 @@ def test_imagenet_uses_cached_copy(monkeypatch, tmp_path):
     repo, rev = fsmodel.pretrained_source(ENC, "imagenet")
     snap = tmp_path / ("models--" + repo.replace("/", "--")) / "snapshots" / rev
     snap.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in donor.encoder.state_dict().items()}, str(snap / "model.safetensors"))
+    return snap
+
+
+def test_imagenet_uses_cached_copy(monkeypatch, tmp_path):
+    """A copy in the Hugging Face cache is used without any network."""
     donor, _ = build_model(ENC, 2, "none")
     with torch.no_grad():
         for p in donor.encoder.parameters():
             p.fill_(0.5)
-    save_file({k: v.contiguous() for k, v in donor.encoder.state_dict().items()}, str(snap / "model.safetensors"))
+    snap = _cached_imagenet(monkeypatch, tmp_path, donor)
     m, info = build_model(ENC, 2, "imagenet")
     assert info.loaded and str(snap) in info.source
     assert torch.all(_first_param(m) == 0.5)
@@ -112,17 +119,8 @@ def test_rgb_weights_are_adapted_to_other_channels_as_smp_does(tmp_path, channel
 
 def test_imagenet_weights_reach_a_one_channel_model(monkeypatch, tmp_path):
     """The cached ImageNet copy is RGB: a grey model's first convolution sums its three filters."""
-    from safetensors.torch import save_file
-
-    monkeypatch.setattr(fsmodel, "_hub_reachable", lambda timeout=2.0: False)
-    import huggingface_hub.constants as hc
-
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
-    repo, rev = fsmodel.pretrained_source(ENC, "imagenet")
-    snap = tmp_path / ("models--" + repo.replace("/", "--")) / "snapshots" / rev
-    snap.mkdir(parents=True)
     donor, _ = build_model(ENC, 2, "none")
-    save_file({k: v.contiguous() for k, v in donor.encoder.state_dict().items()}, str(snap / "model.safetensors"))
+    _cached_imagenet(monkeypatch, tmp_path, donor)
     m, info = build_model(ENC, 2, "imagenet", in_channels=1)
     stem = "conv_stem.weight"  # timm-efficientnet's first convolution
     assert info.loaded and torch.equal(m.encoder.state_dict()[stem], donor.encoder.state_dict()[stem].sum(1, keepdim=True))

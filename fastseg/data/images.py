@@ -1,7 +1,8 @@
 """Reading images and masks from disk as numpy arrays, and decoding masks into class indices.
 
 ``read_image`` normalises every image kind fastseg accepts (RGB, grey, RGBA, 16-bit, palette;
-PNG/JPEG/TIFF/BMP) to HxWx3 uint8. ``read_mask`` gives raw mask values, ``read_color_mask`` the
+PNG/JPEG/TIFF/BMP) to HxWx3 uint8 (sets that are not all 8-bit are read channel by channel instead:
+``fastseg.data.channels``). ``read_mask`` gives raw mask values, ``read_color_mask`` the
 RGB colours of a colour-coded mask. ``MaskDecoder`` turns a mask file into class indices (void =
 ``IGNORE_INDEX``); it is top-level and holds plain data so fastai can pickle it into an export.
 """
