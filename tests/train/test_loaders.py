@@ -205,3 +205,13 @@ def test_channel_sets_give_float_batches_normalised_by_their_own_statistics(tmp_
     raw = np.stack([np.moveaxis(np.asarray(dls.fastseg_getters[0].cache[str(s.image)]), -1, 0) for s in spec.valid])
     want = (raw / 65535 - np.array(spec.stats[0])[:, None, None]) / np.array(spec.stats[1])[:, None, None]
     assert x.shape == (2, 4, 32, 32) and x.dtype == torch.float32 and np.allclose(x.numpy(), want, atol=1e-4)
+
+
+def test_channel_images_smaller_than_the_size_are_resized_whole(tmp_path):
+    pytest.importorskip("tifffile")
+    from channel_sets import make_stack_set
+
+    spec = discover(make_stack_set(tmp_path / "d", channels=3, n=4, side=32))
+    x, y = make_dataloaders(spec, size=64, bs=2, aug="none").valid.one_batch()
+    assert x.shape == (2, 3, 64, 64) and y.shape == (2, 64, 64)
+    assert set(torch.unique(y).tolist()) == {0, 1}  # masks resized by nearest neighbour: still class indices
