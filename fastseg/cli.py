@@ -536,6 +536,7 @@ def check_cmd(data, as_json, **options):
             click.echo(f"layout    {report.layout}  ({report.root})")
             click.echo("images    " + ", ".join(f"{n} {s}" for s, n in report.counts.items())
                        + f"  (split: {report.split_source})")
+            click.echo(f"channels  {_channels_line(report)}")
             click.echo(f"classes   {len([c for c in report.classes if c.index is not None])}"
                        f"  (smallest image side {report.min_side} px)")
             for c in report.classes:
@@ -552,6 +553,14 @@ def check_cmd(data, as_json, **options):
                    f" ({report.seconds:.2f} s)")
     if not report.ok:
         raise SystemExit(1)
+
+
+def _channels_line(report) -> str:
+    """``fastseg check``'s channels line: the model's input channels, the stored types, the normalisation."""
+    if report.stats is None:
+        return f"{report.channels}, {report.dtype} (8-bit images read as RGB; ImageNet mean/std)"
+    mean, std = (" ".join(f"{v:.3g}" for v in report.stats[k]) for k in ("mean", "std"))
+    return f"{report.channels}, {report.dtype} (every channel as stored; training-set mean {mean}, std {std})"
 
 
 @main.command()

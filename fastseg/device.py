@@ -19,6 +19,7 @@ from fastai.optimizer import OptimWrapper
 
 from .config import CACHE_CHOICES
 from .errors import ConfigError
+from .model import input_channels
 
 __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
@@ -149,12 +150,12 @@ class _SavedBytes:
 
 
 def probe_step(model: torch.nn.Module, bs: int, size: int, device: torch.device) -> int:
-    """One forward/backward at ``bs`` x 3 x ``size`` x ``size``; returns the bytes saved for backward.
+    """One forward/backward at ``bs`` x channels x ``size`` x ``size``; returns the bytes saved for backward.
 
     Raises ``torch.OutOfMemoryError`` when it does not fit (CUDA)."""
     model.train()
     saved = _SavedBytes()
-    x = torch.randn(bs, 3, size, size, device=device)
+    x = torch.randn(bs, input_channels(model), size, size, device=device)
     try:
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
             with torch.autocast(device.type, enabled=device.type == "cuda"):
@@ -370,7 +371,7 @@ def time_precisions(model: torch.nn.Module, bs: int, size: int, n_classes: int,
 
     probe = copy.deepcopy(plain_model(model)).cpu().train()
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(bs, 3, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(bs, input_channels(probe), size, size, generator=gen).contiguous(memory_format=torch.channels_last)
     y = torch.randint(n_classes, (bs, size, size), generator=gen)
     best = {"fp32": float("inf"), "bf16": float("inf")}
     with torch.random.fork_rng(devices=[]):
@@ -485,7 +486,7 @@ class StepProbe:
         model = self.model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6, foreach=True)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(bs, 3, size, size, generator=gen).to(self.device).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(bs, input_channels(model), size, size, generator=gen).to(self.device).contiguous(memory_format=torch.channels_last)
         y = torch.randint(self.n_classes, (bs, size, size), generator=gen).to(self.device)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         best = float("inf")

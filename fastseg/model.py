@@ -22,7 +22,8 @@ from .config import check_arch
 from .errors import ConfigError, WeightsError
 
 __all__ = ["WeightsInfo", "build_model", "check_encoder", "encoder_names", "pretrained_source", "fetch_pretrained",
-           "load_encoder_file", "InputRule", "input_rule", "min_side", "check_input_size"]
+           "load_encoder_file", "InputRule", "input_rule", "min_side", "check_input_size", "input_channels",
+           "adapt_first_conv"]
 
 # Smallest input side beyond the output stride, per architecture. PAN's feature pyramid attention max-pools its
 # stride-16 features three more times (16 x 2**3): a smaller input leaves nothing to pool and SMP fails deep inside.
@@ -138,8 +139,32 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def input_channels(model: torch.nn.Module) -> int:
+    """The channels a model takes: its first convolution's inputs (3, as RGB models, when it has none). Read
+    from the weights, so TorchScript modules answer too."""
+    return next((int(p.shape[1]) for p in model.parameters() if p.ndim == 4), 3)
+
+
+def adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """An RGB first convolution's weights for ``channels`` inputs, as SMP's ``patch_first_conv`` makes them when
+    it loads pretrained weights itself: 1 channel sums the RGB filters (a grey image repeated gives the same
+    response); more repeat R, G, B, R, ... scaled by 3 / channels so the summed response keeps its size."""
+    if channels == 1:
+        return weight.sum(1, keepdim=True)
+    idx = torch.arange(channels) % weight.shape[1]
+    return weight[:, idx] * (weight.shape[1] / channels)
+
+
+def _first_conv_key(own: dict, sd: dict) -> str | None:
+    """The one key whose weights differ from the model's only in their input channels (RGB -> N), else None."""
+    keys = [k for k, v in own.items() if k in sd and v.ndim == 4 and sd[k].ndim == 4 and sd[k].shape[1] == 3
+            and v.shape[1] != 3 and v.shape[:1] + v.shape[2:] == sd[k].shape[:1] + sd[k].shape[2:]]
+    return keys[0] if len(keys) == 1 else None
+
+
 def load_encoder_file(encoder: torch.nn.Module, path: str | Path) -> None:
-    """Load a local encoder state dict (a full Unet state dict with ``encoder.`` keys also works)."""
+    """Load a local encoder state dict (a full Unet state dict with ``encoder.`` keys also works); RGB weights
+    into an encoder of other input channels get their first convolution adapted (``adapt_first_conv``)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found (use --weights imagenet, none, or a .pth/.safetensors file)")
@@ -147,6 +172,9 @@ def load_encoder_file(encoder: torch.nn.Module, path: str | Path) -> None:
     if any(k.startswith("encoder.") for k in sd):
         sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
     own = encoder.state_dict()
+    first = _first_conv_key(own, sd)
+    if first is not None:
+        sd = {**sd, first: adapt_first_conv(sd[first], own[first].shape[1])}
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [k for k in own if k in sd and sd[k].shape != own[k].shape]
@@ -190,7 +218,8 @@ def check_input_size(model: torch.nn.Module, size: int) -> None:
                           f"{size} (--size {least} resizes smaller images up; or choose another --arch)")
 
 
-def _create(arch: str, encoder: str, n_classes: int, timm_file: Path | None = None) -> torch.nn.Module:
+def _create(arch: str, encoder: str, n_classes: int, in_channels: int = 3, timm_file: Path | None = None
+            ) -> torch.nn.Module:
     """``smp.create_model`` with random weights, or for a ``tu-`` encoder the timm weights in ``timm_file`` (timm
     loads them into its feature extractor itself); SMP's refusals (an encoder an arch cannot use) as ``ConfigError``."""
     import segmentation_models_pytorch as smp
@@ -202,8 +231,9 @@ def _create(arch: str, encoder: str, n_classes: int, timm_file: Path | None = No
         try:
             if timm_file is not None:
                 return smp.create_model(arch, encoder_name=encoder, encoder_weights=True, classes=n_classes,
-                                        pretrained_cfg_overlay={"file": str(timm_file)})
-            return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=n_classes)
+                                        in_channels=in_channels, pretrained_cfg_overlay={"file": str(timm_file)})
+            return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=n_classes,
+                                    in_channels=in_channels)
         except (ValueError, KeyError, AttributeError, RuntimeError) as e:  # e.g. an encoder without dilation
             reason = str(e.args[0] if e.args else e).splitlines()[0] if str(e) else e.__class__.__name__
             raise ConfigError(f"arch {arch} cannot use encoder `{encoder}` ({reason}); choose another --encoder "
@@ -211,10 +241,11 @@ def _create(arch: str, encoder: str, n_classes: int, timm_file: Path | None = No
 
 
 def build_model(encoder: str, n_classes: int, weights: str = "imagenet", *,
-                arch: str = "Unet") -> tuple[torch.nn.Module, WeightsInfo]:
-    """An SMP ``arch`` (Unet, FPN, ... see ``config.ARCH_CHOICES``) with ``n_classes`` outputs and the requested
-    encoder weights."""
-    model = _create(arch, encoder, n_classes)
+                arch: str = "Unet", in_channels: int = 3) -> tuple[torch.nn.Module, WeightsInfo]:
+    """An SMP ``arch`` (Unet, FPN, ... see ``config.ARCH_CHOICES``) with ``n_classes`` outputs, ``in_channels``
+    inputs and the requested encoder weights (RGB weights get their first convolution adapted to
+    ``in_channels``, see ``load_encoder_file``)."""
+    model = _create(arch, encoder, n_classes, in_channels)
     if weights == "none":
         return model, WeightsInfo("none", False, "random initialisation (--weights none)")
     if weights == "imagenet":
@@ -224,7 +255,8 @@ def build_model(encoder: str, n_classes: int, weights: str = "imagenet", *,
             return model, WeightsInfo("imagenet", False, f"ImageNet weights unavailable (offline, not cached: {repo_id}); "
                                                         "random initialisation")
         if encoder.startswith("tu-"):
-            return _create(arch, encoder, n_classes, timm_file=path), WeightsInfo("imagenet", True, str(path))
+            return (_create(arch, encoder, n_classes, in_channels, timm_file=path),
+                    WeightsInfo("imagenet", True, str(path)))
         load_encoder_file(model.encoder, path)
         return model, WeightsInfo("imagenet", True, str(path))
     load_encoder_file(model.encoder, weights)

@@ -105,7 +105,7 @@ def plan_fit(cfg: FitConfig, notify: Notify = silent) -> RunPlan:
     started = time.perf_counter()
     spec = discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify, layout=cfg.layout,
                     colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
-    _, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch)
+    _, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch, in_channels=spec.channels)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
     return plan_for(cfg, spec, winfo, time.perf_counter() - started)

@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,8 +73,8 @@ def test_imagenet_offline_warns_fast_and_proceeds(monkeypatch, tmp_path):
     assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
 
 
-def test_imagenet_uses_cached_copy(monkeypatch, tmp_path):
-    """A copy in the Hugging Face cache is used without any network."""
+def _cached_imagenet(monkeypatch, tmp_path, donor) -> Path:
+    """``donor``'s encoder as the Hugging Face cache's ImageNet copy, with no network; returns its folder."""
     from safetensors.torch import save_file
 
     monkeypatch.setattr(fsmodel, "_hub_reachable", lambda timeout=2.0: False)
@@ -83,11 +84,17 @@ def test_imagenet_uses_cached_copy(monkeypatch, tmp_path):
     repo, rev = fsmodel.pretrained_source(ENC, "imagenet")
     snap = tmp_path / ("models--" + repo.replace("/", "--")) / "snapshots" / rev
     snap.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in donor.encoder.state_dict().items()}, str(snap / "model.safetensors"))
+    return snap
+
+
+def test_imagenet_uses_cached_copy(monkeypatch, tmp_path):
+    """A copy in the Hugging Face cache is used without any network."""
     donor, _ = build_model(ENC, 2, "none")
     with torch.no_grad():
         for p in donor.encoder.parameters():
             p.fill_(0.5)
-    save_file({k: v.contiguous() for k, v in donor.encoder.state_dict().items()}, str(snap / "model.safetensors"))
+    snap = _cached_imagenet(monkeypatch, tmp_path, donor)
     m, info = build_model(ENC, 2, "imagenet")
     assert info.loaded and str(snap) in info.source
     assert torch.all(_first_param(m) == 0.5)
@@ -186,3 +193,29 @@ def test_timm_tag_is_checked_and_untrained_model_says_what_to_use():
     with pytest.raises(ConfigError, match=r"^timm model `beit3_giant_patch14_224` has no pretrained weights on the "
                                           r"Hugging Face hub; use --weights none or a local file$"):
         fsmodel.pretrained_source("tu-beit3_giant_patch14_224")  # timm has its architecture, untrained
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4, 5])
+def test_rgb_weights_are_adapted_to_other_channels_as_smp_does(tmp_path, channels):
+    """fastseg loads weights itself, so it must adapt the first convolution as SMP's own loading would
+    (``set_in_channels(..., pretrained=True)`` after loading: ``patch_first_conv``)."""
+    torch.manual_seed(0)
+    donor, _ = build_model(ENC, 2, "none")
+    path = tmp_path / "enc.pth"
+    torch.save(donor.encoder.state_dict(), path)
+    smp_way, _ = build_model(ENC, 2, str(path))  # RGB, then SMP's own patching of the loaded weights
+    smp_way.encoder.set_in_channels(channels, pretrained=True)
+    ours, info = build_model(ENC, 2, str(path), in_channels=channels)
+    assert info.loaded and fsmodel.input_channels(ours) == channels
+    want, got = smp_way.encoder.state_dict(), ours.encoder.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert ours(torch.zeros(1, channels, 64, 64)).shape == (1, 2, 64, 64)
+
+
+def test_imagenet_weights_reach_a_one_channel_model(monkeypatch, tmp_path):
+    """The cached ImageNet copy is RGB: a grey model's first convolution sums its three filters."""
+    donor, _ = build_model(ENC, 2, "none")
+    _cached_imagenet(monkeypatch, tmp_path, donor)
+    m, info = build_model(ENC, 2, "imagenet", in_channels=1)
+    stem = "conv_stem.weight"  # timm-efficientnet's first convolution
+    assert info.loaded and torch.equal(m.encoder.state_dict()[stem], donor.encoder.state_dict()[stem].sum(1, keepdim=True))

@@ -38,6 +38,9 @@ class CheckReport:
     void: str | None = None  # what is void, in words
     min_side: int | None = None
     image_values: str | None = None  # how 16-bit/float images are scaled to 0-255 (None: 8-bit images only)
+    channels: int | None = None  # the model's input channels: 3 for 8-bit sets read as RGB, else the images' own
+    dtype: str | None = None  # the images' stored value types, e.g. "uint8" or "uint8, uint16"
+    stats: dict | None = None  # {"mean": [...], "std": [...]} per channel of sets not read as RGB; None: ImageNet's
     warnings: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -72,4 +75,6 @@ def check(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, *, la
                        split_source=spec.split_source, classes=tuple(classes), mapping=spec.mapping,
                        void=void_words or None, min_side=spec.min_side,
                        image_values=spec.scaling.why if spec.scaling.top is not None else None, warnings=spec.warnings,
+                       channels=spec.channels, dtype=", ".join(spec.dtypes) or None,
+                       stats=None if spec.stats is None else {"mean": list(spec.stats[0]), "std": list(spec.stats[1])},
                        problems=tuple(problems), seconds=time.perf_counter() - start)

@@ -10,6 +10,7 @@ every problem found instead of raising the first (``fastseg check``). Layouts li
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ import numpy as np
 
 from ..config import Notify, silent
 from ..errors import DataError
-from .images import (IGNORE_INDEX, IMAGE_EXTS, MaskDecoder, Scaling, image_peak, image_size, read_image, read_mask,
-                     scaling_for)
+from .channels import ImageFacts, channel_stats, image_facts
+from .images import IGNORE_INDEX, IMAGE_EXTS, MaskDecoder, Scaling, read_image, read_mask, scaling_for
 from .layouts import LAYOUT_CHOICES, Found, Sample, find_layout, list_images
 from .splits import check_splits, make_splits
 
@@ -58,10 +59,25 @@ class DataSpec:
     split_source: str = ""  # where the train/valid split came from
     class_pixels: dict = field(default_factory=dict, compare=False)  # split -> pixels per class (+ "void")
     scaling: Scaling = Scaling()  # how pixel values become 0-255, decided from the training images
+    # per-channel (mean, std) of the training images, for sets read channel by channel; None: 8-bit RGB, ImageNet's
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    dtypes: tuple[str, ...] = ()  # the images' stored value types (uint8, uint16, float32, ...)
 
     @property
     def n_classes(self) -> int:
         return len(self.codes)
+
+    @property
+    def channels(self) -> int:
+        """The model's input channels: 3 for 8-bit sets read as RGB, else the images' own count."""
+        return self.scaling.channels or 3
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Bytes per image pixel as decoded and cached (uint8 RGB: 3; channels as stored: their width)."""
+        if self.scaling.channels is None:
+            return 3
+        return self.scaling.channels * max((np.dtype(d).itemsize for d in self.dtypes), default=1)
 
     @property
     def decoder(self) -> MaskDecoder:
@@ -132,35 +148,37 @@ class _Scanned:
     min_side: int
     problems: list[str]
     peaks: dict[Path, tuple[float, bool]] = field(default_factory=dict)  # wide image -> (largest value, is float)
+    facts: dict[Path, ImageFacts] = field(default_factory=dict)  # image -> size, channels, type
 
 
 def _scan_one(sample: Sample, decoder: MaskDecoder):
     try:
-        w, h = image_size(sample.image)
+        facts = image_facts(sample.image)
         raw = decoder.raw(sample.mask)
-        peak = image_peak(sample.image)
     except DataError as e:
         return None, 0, str(e), None
+    w, h = facts.size
     if raw.shape != (h, w):
         return None, 0, (f"{sample.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but image {sample.image.name} is "
                          f"{w}x{h} (image and mask must be the same size)"), None
-    return np.bincount(raw.ravel(), minlength=256), min(w, h), None, peak
+    return np.bincount(raw.ravel(), minlength=256), min(w, h), None, facts
 
 
 def _scan(samples: list[Sample], decoder: MaskDecoder) -> _Scanned:
     """Image headers and mask histograms for every sample, in a thread pool."""
     with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(samples)))) as pool:
         results = list(pool.map(lambda s: _scan_one(s, decoder), samples))
-    counts, problems, sides, peaks = {}, [], [], {}
-    for s, (hist, side, problem, peak) in zip(samples, results):
+    counts, problems, sides, peaks, facts = {}, [], [], {}, {}
+    for s, (hist, side, problem, found) in zip(samples, results):
         if problem:
             problems.append(problem)
         else:
             counts[s.mask] = hist
             sides.append(side)
-            if peak is not None:
-                peaks[s.image] = peak
-    return _Scanned(counts, min(sides) if sides else 0, problems, peaks)
+            facts[s.image] = found
+            if found.peak is not None:
+                peaks[s.image] = found.peak
+    return _Scanned(counts, min(sides) if sides else 0, problems, peaks, facts)
 
 
 def _index_like(values: list[int]) -> bool:
@@ -301,6 +319,32 @@ def _scaling(scanned: _Scanned, train: list[Sample], held_out: list[Sample]) -> 
     return scaling, notes
 
 
+def _channels(scanned: _Scanned, train: list[Sample], held_out: list[Sample], scaling: Scaling
+              ) -> tuple[Scaling, tuple | None, list[str], list[str]]:
+    """How the set's pixels are read: (scaling with its channel count, per-channel stats, notices, problems).
+
+    All images 8-bit: read as RGB, ImageNet's statistics (None). Otherwise every channel as stored: the
+    training images' most common channel count, which every image must have."""
+    facts = {s.image: scanned.facts[s.image] for s in (*train, *held_out) if s.image in scanned.facts}
+    if all(f.rgb for f in facts.values()):
+        return scaling, None, [], []
+    counts = [facts[s.image].channels for s in train if s.image in facts] or [f.channels for f in facts.values()]
+    n = max(counts, key=counts.count)  # the most common; a tie goes to the first image's count
+    odd = [(p, f.channels) for p, f in facts.items() if f.channels != n]
+    problems = [f"{odd[0][0]}: {odd[0][1]} channel(s), but the training images have {n}"
+                f"{f' ({len(odd) - 1} more image(s) differ)' if len(odd) > 1 else ''} (every image of a data set "
+                "needs the same channels: convert or remove it)"] if odd else []
+    missing = [s.image for s in train if s.image in facts and facts[s.image].sums is None]  # 8-bit: header only
+    with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(missing)))) as pool:
+        decoded = dict(zip(missing, pool.map(lambda p: image_facts(p, decode=True), missing)))
+    train_facts = [decoded.get(s.image, facts.get(s.image)) for s in train if s.image in facts]
+    stats = channel_stats([f for f in train_facts if f.channels == n], scaling) if train_facts else None
+    types = ", ".join(sorted({f.dtype for f in facts.values()}))
+    note = (f"images: {n} channel(s), {types}: not 8-bit RGB, so every channel is read as stored and normalised by "
+            f"the per-channel mean/std of the {len(train_facts)} training image(s), not ImageNet's")
+    return dataclasses.replace(scaling, channels=n), stats, [note], problems
+
+
 def _layout_classes(found: Found, colors_file: str | None):
     """A labelling-tool export's own class table (fastseg.data.annotations), else the folder's codes files."""
     if found.codes is None:
@@ -359,6 +403,9 @@ def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
     scaling, scale_notes = _scaling(scanned, train, [*valid, *test])
     notices += scale_notes[:1]
     warnings += scale_notes[1:]
+    scaling, stats, channel_notes, channel_problems = _channels(scanned, train, [*valid, *test], scaling)
+    notices += channel_notes
+    problems += channel_problems
     if train and not split_problems:
         class_problems, class_warnings = _check_classes(found.root, codes, pixels["train"], void_code)
         problems += class_problems
@@ -368,7 +415,8 @@ def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
     spec = DataSpec(root=found.root, layout=found.layout, train=tuple(train), valid=tuple(valid), codes=tuple(codes),
                     lut=tuple(int(v) for v in lut), min_side=int(scanned.min_side), void_code=void_code,
                     notices=tuple(notices + warnings), test=tuple(test), colors=color_table, mapping=tuple(mapping),
-                    warnings=tuple(warnings), split_source=how, class_pixels=pixels, scaling=scaling)
+                    warnings=tuple(warnings), split_source=how, class_pixels=pixels, scaling=scaling, stats=stats,
+                    dtypes=tuple(sorted({f.dtype for f in scanned.facts.values()})))
     return spec, problems
 
 

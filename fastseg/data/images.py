@@ -1,7 +1,8 @@
 """Reading images and masks from disk as numpy arrays, and decoding masks into class indices.
 
 ``read_image`` normalises every image kind fastseg accepts (RGB, grey, RGBA, 16-bit, palette;
-PNG/JPEG/TIFF/BMP) to HxWx3 uint8. ``read_mask`` gives raw mask values, ``read_color_mask`` the
+PNG/JPEG/TIFF/BMP) to HxWx3 uint8 (sets that are not all 8-bit are read channel by channel instead:
+``fastseg.data.channels``). ``read_mask`` gives raw mask values, ``read_color_mask`` the
 RGB colours of a colour-coded mask. ``MaskDecoder`` turns a mask file into class indices (void =
 ``IGNORE_INDEX``); it is top-level and holds plain data so fastai can pickle it into an export.
 """
@@ -69,14 +70,28 @@ class Scaling:
 
     top: float | None = None  # the value that becomes 255; None: the type's full range (65535, floats 1.0)
     why: str = "8-bit images: used as they are"
+    # None: 8-bit images read as RGB (grey repeated, alpha dropped); N: every channel as stored, N of them,
+    # as float32 (fastseg.data.channels: stacks, 16-bit and float images)
+    channels: int | None = None
+
+    def _factor(self, arr: np.ndarray) -> float:
+        top = self.top if self.top is not None else (1.0 if arr.dtype.kind == "f" else 65535.0)
+        return 255.0 / top
 
     def to_uint8(self, arr: np.ndarray) -> np.ndarray:
         arr = np.asarray(arr)
         if arr.dtype == np.uint8:
             return arr
-        top = self.top if self.top is not None else (1.0 if arr.dtype.kind == "f" else 65535.0)
-        out = np.nan_to_num(arr.astype(np.float32)) * np.float32(255.0 / top) + np.float32(0.5)
+        out = np.nan_to_num(arr.astype(np.float32)) * np.float32(self._factor(arr)) + np.float32(0.5)
         return np.clip(out, 0, 255).astype(np.uint8)
+
+    def to_float(self, arr: np.ndarray) -> np.ndarray:
+        """As ``to_uint8``, without rounding to 8 bits: float32 in 0-255 (a 16-bit image keeps its levels)."""
+        arr = np.asarray(arr)
+        if arr.dtype == np.uint8:
+            return arr.astype(np.float32)
+        out = np.nan_to_num(arr.astype(np.float32)) * np.float32(self._factor(arr))
+        return np.clip(out, 0, 255, out=out)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +99,7 @@ class Scaling:
     @classmethod
     def from_dict(cls, d: dict | None) -> "Scaling | None":
         """``None`` (a model saved before scaling was stored) keeps the old per-image rule."""
-        return None if not d else cls(**{k: d[k] for k in ("top", "why") if k in d})
+        return None if not d else cls(**{k: d[k] for k in ("top", "why", "channels") if k in d})
 
 
 def scaling_for(peaks: Sequence[tuple[float, bool]]) -> Scaling:

@@ -125,7 +125,8 @@ def read_bundle(path: str | os.PathLike, classes: list[str] | None = None,
         state = load_file(str(weights), device="cpu")
     except (OSError, SafetensorError) as e:
         raise ModelError(f"{weights}: cannot read weights ({e.__class__.__name__}: {e}); re-export the bundle") from None
-    model = build_model(card.encoder, card.n_classes, "none", arch=card.arch)[0] if fastseg else smp_model(folder)
+    model = build_model(card.encoder, card.n_classes, "none", arch=card.arch,
+                        in_channels=card.in_channels)[0] if fastseg else smp_model(folder)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

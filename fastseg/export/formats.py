@@ -17,6 +17,7 @@ from ..card import ModelCard
 from ..config import Notify, silent
 from ..errors import ConfigError, ModelError
 from ..io import atomic_path, atomic_write_bytes
+from ..model import input_channels
 
 __all__ = ["export_learner", "learner_card", "FORMATS", "ExportResult", "export_model", "write_onnx",
            "write_torchscript", "export_bundle_beside", "ONNX_TOLERANCE"]

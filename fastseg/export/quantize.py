@@ -70,12 +70,11 @@ def calibration_images(meta: dict, calib: str | Path | None) -> tuple[list[Path]
 
 
 def _calibration_arrays(predictor, images: list[Path]) -> list[np.ndarray]:
-    """Normalised 1 x 3 x s x s centre crops (s a multiple of 32, at most ``CALIB_MAX_SIDE``)."""
-    from ..infer.predictor import load_image
-
+    """Normalised 1 x channels x s x s centre crops (s a multiple of 32, at most ``CALIB_MAX_SIDE``), decoded
+    as the model reads its inputs."""
     out = []
     for path in images:
-        img = load_image(path)
+        img = predictor.read(path)
         h, w = img.shape[:2]
         s = min(h, w, CALIB_MAX_SIDE) // STRIDE * STRIDE
         if s < 32:

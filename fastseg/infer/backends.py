@@ -1,4 +1,4 @@
-"""Inference backends: each maps a normalised N x 3 x H x W float tensor to N x C x H x W logits.
+"""Inference backends: each maps a normalised N x channels x H x W float tensor to N x C x H x W logits.
 
 - ``torch``: the PyTorch module in fp32, the reference every other backend is checked against;
 - ``torch-bf16``: the same module, channels_last, under bfloat16 autocast;
@@ -24,6 +24,7 @@ import torch
 
 from ..config import BACKEND_CHOICES
 from ..errors import ConfigError, FastsegError, ModelError
+from ..model import input_channels
 
 __all__ = ["TorchBackend", "TorchBf16Backend", "OnnxBackend", "OpenVinoBackend", "ModelSource", "ONNX_OPSET",
            "AGREEMENT_MIN", "onnx_available", "openvino_available", "torch_to_onnx_bytes", "onnx_session",
@@ -114,7 +115,7 @@ def openvino_available() -> bool:
 
 
 def torch_to_onnx_bytes(model: torch.nn.Module, opset: int = ONNX_OPSET, sample_side: int = 64,
-                        source: str = "the model", channels: int = 3) -> bytes:
+                        source: str = "the model", channels: int | None = None) -> bytes:
     """The model as ONNX with dynamic batch, height and width (TorchScript-based exporter: no onnxscript needed),
     traced on a ``sample_side`` input the model takes; an op the exporter cannot convert is a ``ModelError``."""
     model = model.cpu().eval().float()
@@ -129,7 +130,8 @@ def torch_to_onnx_bytes(model: torch.nn.Module, opset: int = ONNX_OPSET, sample_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter, nothing actionable
         try:
-            torch.onnx.export(model, (torch.zeros(1, channels, sample_side, sample_side),), buf, dynamo=False,
+            x = torch.zeros(1, channels or input_channels(model), sample_side, sample_side)  # None: the model's own
+            torch.onnx.export(model, (x,), buf, dynamo=False,
                               opset_version=opset, input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": dyn, "logits": dyn})
         except Exception as e:  # the exporter raises its own error types (e.g. PSPNet's adaptive pooling)
@@ -299,7 +301,8 @@ def choose_backend(source: ModelSource | torch.nn.Module, device: torch.device, 
     known = {**(agreement or {}), "onnx-int8": source.int8_agreement}
     shares = {n: 1.0 if b.exact else known.get(b.key) for n, b in built.items()}
     trusted = {n: b for n, b in built.items() if shares[n] is not None and shares[n] >= AGREEMENT_MIN}
-    x = torch.randn(1, 3, probe_side, probe_side, generator=torch.Generator().manual_seed(0))
+    channels = input_channels(source.model) if source.model is not None else 3
+    x = torch.randn(1, channels, probe_side, probe_side, generator=torch.Generator().manual_seed(0))
     seconds = {**dict.fromkeys(built), **(probe_seconds(trusted, x) if len(trusted) > 1 else {})}
     name, why = decide_backend(seconds, shares)
     if skipped:

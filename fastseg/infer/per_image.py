@@ -140,16 +140,15 @@ def save_worst(predictor, samples: Sequence, result: PerImage, decoder, k: int, 
     """A gallery PNG of the ``k`` worst images: image | truth | prediction (post-processed as ``post`` says) |
     errors; None when there are none."""
     from ..report.plots import plot_gallery
-    from .predictor import load_image
 
     picks = worst_indices(result.rows, k)
     if not picks:
         return None
-    images = [load_image(samples[i].image) for i in picks]
+    images = [predictor.read(samples[i].image) for i in picks]  # as the model takes them (channels, scaling)
     preds = predictor.predict(images, post)
     truths = [decoder(samples[i].mask) for i in picks]
     titles = [_title(result.rows[i]) for i in picks]
-    return plot_gallery(images, truths, preds, titles, len(result.codes), dest)
+    return plot_gallery([predictor.shown(im) for im in images], truths, preds, titles, len(result.codes), dest)
 
 
 def _title(row: dict) -> str:

@@ -32,6 +32,7 @@ from ..config import Notify, PredictConfig, silent
 from ..constants import IMAGE_EXTS, STRIDE
 from ..device import resolve_num_workers
 from ..errors import ConfigError, DataError, ModelError
+from ..data.channels import display_rgb, model_input, tiff_size
 from ..data.images import EIGHT_BIT_MODES, Scaling, no_pixel_limit, read_image, scaled_uint8, too_large_reason, upright
 from ..io import atomic_write_bytes, palette_for
 from ..metrics import class_argmax
@@ -49,7 +50,10 @@ MODEL_KINDS = ("a bundle folder (fastseg.json + model.safetensors, or SMP's conf
 
 def load_image(src, scaling: Scaling | None = None) -> np.ndarray:
     """HxWx3 uint8 RGB, upright (EXIF), from a path, PIL image or array (grey, RGBA and palettes
-    converted; 16-bit and float values by the model's ``scaling``, None: per image as old models did)."""
+    converted; 16-bit and float values by the model's ``scaling``, None: per image as old models did).
+    A model that reads channel by channel (``scaling.channels``) gets H x W x C float32 in 0-255 instead."""
+    if scaling is not None and scaling.channels is not None:
+        return model_input(src, scaling)
     if isinstance(src, np.ndarray):
         arr = src
         if arr.ndim == 2:
@@ -71,6 +75,9 @@ def _peek_size(src, allow_large: bool = False) -> tuple[int, int]:
         return src.shape[:2]
     if isinstance(src, Image.Image):
         return src.size[::-1]
+    size = tiff_size(src)  # stacks and wide multi-sample TIFFs: tifffile's header (PIL's can be a page's)
+    if size is not None:
+        return size[::-1]
     try:
         with no_pixel_limit(allow_large), Image.open(src) as im:
             return im.size[::-1]
@@ -89,7 +96,7 @@ def _try_load(src, scaling: Scaling | None = None):
 
 
 class ImageSource(torch.utils.data.Dataset):
-    """Decodes images in DataLoader workers: item -> (index, HxWx3 uint8 array or the DataError).
+    """Decodes images in DataLoader workers: item -> (index, the model's input array or the DataError).
 
     ``allow_large`` lifts PIL's pixel limit while decoding (tiled prediction of slides), in the worker itself.
     """
@@ -129,7 +136,7 @@ class Prediction:
     index: int  # position in the input sequence
     mask: np.ndarray | None  # HxW uint8 class indices; None when the image could not be read
     probs: np.ndarray | None = None  # C x H x W float16, when asked for
-    image: np.ndarray | None = None  # the decoded HxWx3 input (for overlays)
+    image: np.ndarray | None = None  # the decoded HxWx3 input (for overlays; other channel counts shown as RGB)
     error: DataError | None = None
 
 
@@ -139,11 +146,11 @@ class Predictor:
 
     model: torch.nn.Module | None  # None for ONNX models
     codes: list[str]
-    mean: torch.Tensor  # 3 values, for 0-1 inputs
+    mean: torch.Tensor  # one value per input channel (3 for RGB), for 0-1 inputs
     std: torch.Tensor
     meta: dict = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    backend: object = None  # callable: normalised N x 3 x H x W tensor -> logits; default TorchBackend(model)
+    backend: object = None  # callable: normalised N x channels x H x W tensor -> logits; default TorchBackend(model)
     backend_note: str = "torch"  # which backend runs, and why (for the CLI to show)
 
     def __post_init__(self):
@@ -153,8 +160,8 @@ class Predictor:
             self.backend = TorchBackend(self.model, self.device)
         elif isinstance(self.backend, (OnnxBackend, OpenVinoBackend)):
             self.device = torch.device("cpu")
-        self.mean = torch.as_tensor(self.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.as_tensor(self.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.as_tensor(self.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
 
     @classmethod
     def from_learner(cls, learn, backend: str = "torch", origin: Path | None = None) -> "Predictor":
@@ -181,6 +188,19 @@ class Predictor:
         the torch model itself where it is an SMP model."""
         return ModelCard.from_meta(self.meta, self.codes, self.mean.cpu(), self.std.cpu(), self.model)
 
+    @property
+    def scaling(self) -> Scaling | None:
+        """The training set's pixel rule (None: a model saved before it was stored)."""
+        return Scaling.from_dict(self.meta.get("scaling"))
+
+    def read(self, src) -> np.ndarray:
+        """An image (path, PIL image or array) decoded as this model takes it."""
+        return load_image(src, self.scaling)
+
+    def shown(self, image: np.ndarray) -> np.ndarray:
+        """A decoded input as H x W x 3 uint8 to look at (overlays, galleries)."""
+        return display_rgb(image)
+
     def info(self) -> dict:
         """The model card as the JSON-safe dict every format stores."""
         return self.card.to_dict()
@@ -203,7 +223,8 @@ class Predictor:
         return p
 
     def _normalised(self, batch: np.ndarray) -> torch.Tensor:
-        """N x H x W x 3 uint8 on the host -> N x 3 x H x W normalised float32 on the device."""
+        """N x H x W x 3 uint8 (channel models: N x H x W x C float32 in 0-255) on the host -> N x 3 (C) x H x W
+        normalised float32 on the device."""
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
         # (x / 255 - mean) / std as one scale and one shift in place: one allocation, not three
         x = x.to(torch.float32, memory_format=torch.contiguous_format)
@@ -264,8 +285,7 @@ class Predictor:
             yield Prediction(i, None, error=e)
         # one batch: nothing to overlap with
         workers = resolve_num_workers(cfg.workers, self.device) if len(batches) > 1 else 0
-        scaling = Scaling.from_dict(self.meta.get("scaling"))  # the training set's rule (None: old model)
-        loader = torch.utils.data.DataLoader(ImageSource(images, scaling, allow_large=large), batch_sampler=batches,
+        loader = torch.utils.data.DataLoader(ImageSource(images, self.scaling, allow_large=large), batch_sampler=batches,
                                              collate_fn=keep_list, num_workers=workers)
         for batch in loader:
             same: dict[tuple, list] = {}
@@ -279,7 +299,7 @@ class Predictor:
                 if cfg.postprocess:
                     masks = [postprocess(m, cfg.min_area, cfg.fill_holes) for m in masks]
                 for k, (i, arr) in enumerate(group):
-                    yield Prediction(i, masks[k], pr[k] if pr is not None else None, arr if keep_images else None)
+                    yield Prediction(i, masks[k], pr[k] if pr is not None else None, self.shown(arr) if keep_images else None)
 
     def predict(self, images: Sequence, cfg: PredictConfig | None = None, **options):
         """Masks (HxW uint8 class indices) for ``images``, in order; with ``probs=True``, (masks, probabilities).

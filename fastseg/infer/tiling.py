@@ -34,9 +34,9 @@ def blend_window(h: int, w: int, device=None) -> torch.Tensor:
 
 def tiled_rows(probs_fn: Callable[[np.ndarray], torch.Tensor], image: np.ndarray, tile: int, overlap: float,
                bs: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """Blend ``probs_fn`` (N x h x w x 3 uint8 tiles -> N x K x h x w) over overlapping tiles of one image.
+    """Blend ``probs_fn`` (N x h x w x channels tiles -> N x K x h x w) over overlapping tiles of one image.
 
-    ``image`` (H x W x 3 uint8) stays on the host and only ``bs`` tiles at a time reach ``probs_fn``.
+    ``image`` (H x W x channels, as the predictor decodes it) stays on the host and only ``bs`` tiles at a time reach ``probs_fn``.
     Yields (first row, K x rows x W float32 probabilities on the CPU) in order as soon as no later tile
     can touch those rows, so the blend needs memory for about a tile's height of rows, not the image.
     """

@@ -145,15 +145,16 @@ def plot_confusion(cm, codes, dest: str | Path) -> Path:
 
 def write_run_plots(run: Path, learn, spec, history: list[dict], cm, n_samples: int = 4) -> list[Path]:
     """losses.png, metrics.png, samples.png (first validation images, full size) and confusion.png."""
-    from ..infer.predictor import Predictor, load_image
+    from ..infer.predictor import Predictor
 
     run = Path(run)
     out = [plot_history(history, ["train_loss", "valid_loss"], run / "losses.png", "loss", "loss per epoch"),
            plot_history(history, ["miou", "dice"], run / "metrics.png", "score", "validation mIoU and Dice")]
     samples = list(spec.valid[:n_samples])
-    images = [load_image(s.image) for s in samples]
-    preds = Predictor.from_learner(learn).predict(images)
+    predictor = Predictor.from_learner(learn)
+    images = [predictor.read(s.image) for s in samples]  # as the model takes them (channels, scaling)
+    preds = predictor.predict(images)
     truths = [spec.decoder(s.mask) for s in samples]  # colour masks too (codes.csv, CVAT), as in training
-    out.append(plot_samples(images, truths, preds, spec.n_classes, run / "samples.png"))
+    out.append(plot_samples([predictor.shown(im) for im in images], truths, preds, spec.n_classes, run / "samples.png"))
     out.append(plot_confusion(cm, spec.codes, run / "confusion.png"))
     return out

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 __all__ = ["seg_batch_tfms"]
 
-def seg_batch_tfms(level: str = "full") -> list:
-    """fastai batch transforms for an augmentation level (the plan's), then ImageNet normalisation.
+def seg_batch_tfms(level: str = "full", stats: tuple | None = None) -> list:
+    """fastai batch transforms for an augmentation level (the plan's), then normalisation by ``stats``.
 
     ``full``: the recipe below; ``flips``: only the 8 dihedral flips/rotations (exact pixel moves, no
-    resampling); ``none``: normalisation only.
+    resampling); ``none``: normalisation only. ``stats``: per-channel (mean, std) of 0-1 values; None:
+    ImageNet's, which 8-bit RGB keeps because the pretrained encoder expects them (other data brings its
+    own, computed over its training set: ``DataSpec.stats``).
     """
     from fastai.data.transforms import Normalize
     from fastai.vision.augment import aug_transforms
@@ -36,4 +38,4 @@ def seg_batch_tfms(level: str = "full") -> list:
     elif level == "flips":  # fastai's Dihedral alone: 90-degree turns and flips land exactly on pixels
         tfms += aug_transforms(flip_vert=True, max_rotate=0.0, min_zoom=1.0, max_zoom=1.0, max_warp=0.0,
                                max_lighting=0.0)
-    return [*tfms, Normalize.from_stats(*imagenet_stats)]
+    return [*tfms, Normalize.from_stats(*(stats or imagenet_stats))]

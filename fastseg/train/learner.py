@@ -51,6 +51,7 @@ def model_meta(cfg: FitConfig, spec: DataSpec, plan, winfo: WeightsInfo) -> dict
         "data_options": {"layout": cfg.layout, "void": cfg.void, "ignore_index": cfg.ignore_index,
                          "colors": [[c, *rgb] for c, rgb in zip(spec.codes, spec.colors)] if spec.colors else None},
         "scaling": spec.scaling.as_dict(),  # prediction scales 16-bit/float images as training did
+        "in_channels": spec.channels,  # 3: RGB; its mean/std have one value per channel
         "data": str(Path(cfg.data).absolute()),  # where `fastseg export --int8` finds calibration images
         "precision": {"train": plan.precision, "reason": plan.why.get("precision", "")},
         "images": {"train": len(spec.train), "valid": len(spec.valid)}, "config": cfg.to_dict(),  # for the README

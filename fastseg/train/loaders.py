@@ -93,14 +93,17 @@ class Getters:
     """The run's fastai ``get_x``/``get_y``, shared by every DataLoaders it makes (one RAM cache, not one per
     crop size): the LR finder's, the half-size part's and the full-size ones all read through them."""
 
-    x: ImageForPath
+    x: ImageForPath  # or .channels.ChannelsForPath for sets that are not 8-bit RGB
     y: MaskForImage
 
     @classmethod
     def for_spec(cls, spec: DataSpec, cache: bool) -> "Getters":
         """Getters for every image of ``spec``'s train and valid splits; ``cache``: decode them all now."""
+        from .channels import ChannelsForPath
+
         samples = [*spec.train, *spec.valid]
-        getters = cls(ImageForPath(spec.scaling), MaskForImage({str(s.image): str(s.mask) for s in samples},
+        x = ImageForPath if spec.scaling.channels is None else ChannelsForPath  # not 8-bit RGB: every channel
+        getters = cls(x(spec.scaling), MaskForImage({str(s.image): str(s.mask) for s in samples},
                                                                spec.decoder))
         if cache:
             unique = list(dict.fromkeys(s.image for s in samples))
@@ -131,9 +134,16 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, getters: Getters, num_w
     # Crop rather than down-scale large images, so thin structures keep their width in pixels;
     # SegCrop = RandomCrop that the export switches to whole images (fastseg.train.transforms).
     item_tfms = [SegCrop(size)] if spec.min_side >= size else [Resize(size)]
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(list(spec.codes))), get_x=getters.x, get_y=getters.y,
+    x_block = ImageBlock
+    if spec.scaling.channels is not None:  # not 8-bit RGB: C x H x W tensors of every channel (.channels)
+        from .channels import ChannelBlock, ChannelCrop, ChannelResize
+
+        item_tfms = [ChannelCrop(size)] if spec.min_side >= size else [ChannelResize(size)]
+        x_block = ChannelBlock()
+    # fastseg.train.augment: full / flips / none, then the set's own statistics unless 8-bit RGB
+    block = DataBlock(blocks=(x_block, MaskBlock(list(spec.codes))), get_x=getters.x, get_y=getters.y,
                       splitter=IndexSplitter(valid_idx), item_tfms=item_tfms,
-                      batch_tfms=seg_batch_tfms(aug))  # fastseg.train.augment: full / flips / none
+                      batch_tfms=seg_batch_tfms(aug, stats=spec.stats))
     pin = device is not None and torch.device(device).type == "cuda"
     return block.dataloaders(items, bs=bs, num_workers=num_workers, device=device, pin_memory=pin,
                              val_bs=bs, drop_last=n_train > bs)

@@ -89,8 +89,8 @@ def _plan_here(cfg: FitConfig, spec: DataSpec, pretrained: bool, sizes: tuple[in
     from ..device import StepProbe
 
     machine = dataclasses.replace(Machine.detect(cfg.device), world_size=sizes[0], local_processes=sizes[1])
-    probe = StepProbe(lambda: build_model(cfg.encoder, spec.n_classes, "none", arch=cfg.arch)[0], spec.n_classes,
-                      machine.device)
+    probe = StepProbe(lambda: build_model(cfg.encoder, spec.n_classes, "none", arch=cfg.arch,
+                                          in_channels=spec.channels)[0], spec.n_classes, machine.device)
     return plan_run(cfg, spec, machine, pretrained, probe, elapsed_s)
 
 
@@ -103,7 +103,7 @@ def prepare(cfg: FitConfig, notify: Notify = silent, plan: RunPlan | None = None
     set_seed(cfg.seed, reproducible=True)
     spec = discover(cfg.data, valid_pct=cfg.valid_pct, seed=cfg.seed, notify=notify, layout=cfg.layout,
                     colors=cfg.colors, void=cfg.void, ignore_index=cfg.ignore_index)
-    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch)
+    model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch, in_channels=spec.channels)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
     plan = plan or plan_for(cfg, spec, winfo, time.perf_counter() - started)

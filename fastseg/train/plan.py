@@ -402,16 +402,17 @@ def _cache(cfg: FitConfig, spec, machine: Machine) -> tuple[bool, str]:
 
 
 def cache_bytes(spec) -> int:
-    """RAM the decoded set needs: 3 bytes per image pixel + 1 per mask pixel (discover counted the pixels)."""
-    pixels = spec.class_pixels
+    """RAM the decoded set needs: ``spec.pixel_bytes`` per image pixel (3 for 8-bit RGB) + 1 per mask pixel
+    (discover counted the pixels)."""
+    pixels, per_pixel = spec.class_pixels, spec.pixel_bytes + 1
     if {"train", "valid"} <= set(pixels):
-        return 4 * (sum(pixels["train"]) + sum(pixels["valid"]))
+        return per_pixel * (sum(pixels["train"]) + sum(pixels["valid"]))
     from PIL import Image
 
     total = 0
     for s in (*spec.train, *spec.valid):  # a hand-made spec without counts: read the image headers
         with Image.open(s.image) as im:
-            total += im.size[0] * im.size[1] * 4
+            total += im.size[0] * im.size[1] * per_pixel
     return total
 
 

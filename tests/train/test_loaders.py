@@ -130,3 +130,54 @@ def test_crop_loaders_keep_validation_and_repeat_images(tiny_data, monkeypatch):
     xb, yb = small.train.one_batch()
     assert xb.shape[-2:] == (32, 32) and yb.shape[-2:] == (32, 32)
     assert small.valid.one_batch()[0].shape[-2:] == (64, 64)
+
+
+@pytest.mark.parametrize("side, split_idx, whole", [(40, 0, False), (40, 1, False), (20, 1, False), (20, 0, False),
+                                                    (40, 1, True), (20, 1, True)])
+def test_channel_crop_cuts_tensors_as_segcrop_cuts_pil_images(side, split_idx, whole):
+    """Random/centre crops, zero padding of small images and the export's whole-image padding (reflection,
+    border for tiny images) land on the same pixels for C x H x W tensors as for PIL images."""
+    import random
+
+    from fastai.vision.core import PILImage, TensorImage
+
+    from fastseg.train.channels import ChannelCrop
+    from fastseg.train.transforms import SegCrop
+
+    arr = np.random.default_rng(side).integers(0, 255, (3, side, side + 6), dtype=np.uint8)
+    pil_crop, tensor_crop = SegCrop(32, whole=whole), ChannelCrop(32, whole=whole)
+    random.seed(0)
+    want = np.asarray(pil_crop(PILImage.create(np.moveaxis(arr, 0, -1)), split_idx=split_idx))
+    random.seed(0)
+    got = tensor_crop(TensorImage(torch.from_numpy(arr)), split_idx=split_idx)
+    assert isinstance(got, TensorImage) and np.array_equal(np.moveaxis(got.numpy(), 0, -1), want)
+
+
+def test_channel_sets_give_float_batches_normalised_by_their_own_statistics(tmp_path):
+    pytest.importorskip("tifffile")
+    from channel_sets import make_stack_set
+    from fastai.data.transforms import Normalize
+
+    spec = discover(make_stack_set(tmp_path / "d", channels=4, n=6, side=32))
+    from fastseg.train.plan import cache_bytes
+
+    assert cache_bytes(spec) == (4 * 2 + 1) * 6 * 32 * 32  # 16-bit channels as stored, plus the mask byte
+    getters = Getters.for_spec(spec, cache=True)
+    dls = make_dataloaders(spec, size=32, bs=2, getters=getters, aug="none")
+    norm = next(t for t in dls.after_batch.fs if isinstance(t, Normalize))
+    assert np.allclose(norm.mean.flatten().cpu(), spec.stats[0]) and np.allclose(norm.std.flatten().cpu(), spec.stats[1])
+    x, y = dls.valid.one_batch()  # validation crops of 32 px are the whole images
+    raw = np.stack([np.moveaxis(np.asarray(getters.x.cache[str(s.image)]), -1, 0) for s in spec.valid])
+    want = (raw / 65535 - np.array(spec.stats[0])[:, None, None]) / np.array(spec.stats[1])[:, None, None]
+    assert x.shape == (2, 4, 32, 32) and x.dtype == torch.float32 and np.allclose(x.numpy(), want, atol=1e-4)
+
+
+def test_channel_images_smaller_than_the_size_are_resized_whole(tmp_path):
+    pytest.importorskip("tifffile")
+    from channel_sets import make_stack_set
+
+    spec = discover(make_stack_set(tmp_path / "d", channels=3, n=4, side=32))
+    x, y = make_dataloaders(spec, size=64, bs=2, getters=Getters.for_spec(spec, cache=False),
+                            aug="none").valid.one_batch()
+    assert x.shape == (2, 3, 64, 64) and y.shape == (2, 64, 64)
+    assert set(torch.unique(y).tolist()) == {0, 1}  # masks resized by nearest neighbour: still class indices

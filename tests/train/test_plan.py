@@ -19,7 +19,7 @@ def spec_like(min_side=512, n_train=24, n_valid=6, pixels=None):
     """What the planner reads of a DataSpec: sizes, counts and pixel totals (ISBI-like by default)."""
     side = pixels or min_side * min_side
     return SimpleNamespace(min_side=min_side, train=[None] * n_train, valid=[None] * n_valid,
-                           class_pixels={"train": [n_train * side], "valid": [n_valid * side]})
+                           class_pixels={"train": [n_train * side], "valid": [n_valid * side]}, pixel_bytes=3, channels=3)
 
 
 class FakeProbe:
