@@ -21,7 +21,8 @@ from .errors import ConfigError
 
 __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
-    "probe_step", "auto_batch_size", "fast_adamw", "tune_learner", "training_device",
+    "probe_step", "auto_batch_size", "pick_batch_size", "still_rising", "time_batch_sizes", "PlainInputs",
+    "fast_adamw", "tune_learner", "training_device",
     "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "Fp32GroupedConvs", "precision_callbacks",
     "apply_precision", "resolve_precision",
 ]
@@ -137,11 +138,90 @@ def probe_step(model: torch.nn.Module, bs: int, size: int, device: torch.device)
     return saved.total
 
 
+BS_TIE = 0.03  # --bs auto on CUDA: a smaller batch within this share of the best measured img/s wins (as fast,
+# and more optimiser steps per epoch); a doubling that gains no more than this ends the search
+BS_TIMED_STEPS = 3  # timed training steps per candidate batch, after one warm-up (cudnn autotuning); the fastest counts
+
+
+def pick_batch_size(seconds: dict[int, float]) -> tuple[int, str]:
+    """The batch size with the best throughput among measured ``{bs: seconds per training step}`` (the
+    smallest within ``BS_TIE`` of the best), and why. Pure: ``time_batch_sizes`` measures."""
+    rates = {bs: bs / s for bs, s in sorted(seconds.items())}
+    best = max(rates.values())
+    bs = min(b for b, r in rates.items() if r >= best * (1 - BS_TIE))
+    said = ", ".join(f"{b}: {r:.0f}" for b, r in rates.items())
+    return bs, (f"best measured training throughput on the GPU, img/s by batch size {said}; "
+                f"the smallest within {BS_TIE:.0%} of the best")
+
+
+def still_rising(seconds: dict[int, float]) -> bool:
+    """Whether to measure the next doubling: while fewer than two batch sizes are measured, or the last
+    doubling raised the throughput by more than ``BS_TIE``."""
+    if len(seconds) < 2:
+        return True
+    (b0, s0), (b1, s1) = sorted(seconds.items())[-2:]
+    return b1 / s1 > (1 + BS_TIE) * b0 / s0
+
+
+def _input_channels(model: torch.nn.Module) -> int:
+    return next(m.in_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def _step_seconds(model: torch.nn.Module, opt, bs: int, size: int, dtype: torch.dtype) -> float:
+    """One timed CUDA training step as fastseg trains: channels_last input, autocast, fp32 loss, AdamW."""
+    import time
+
+    device = next(model.parameters()).device
+    x = torch.randn(bs, _input_channels(model), size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(bs, size, size, dtype=torch.long, device=device)
+    torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(x)
+    torch.nn.functional.cross_entropy(out.float(), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def time_batch_sizes(model: torch.nn.Module, size: int, device: torch.device, limit: int,
+                     steps: int = BS_TIMED_STEPS) -> dict[int, float]:
+    """Seconds per CUDA training step for batches 2, 4, 8, ... up to ``limit``, until one does not fit or the
+    throughput stops rising (``still_rising``); batch 1 only when 2 does not fit. Trains ``model`` (a probe:
+    its weights change) as fastseg does: channels_last, bf16 (else fp16) autocast, cudnn autotuning, AdamW."""
+    model = model.to(device, memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, foreach=True)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    seconds: dict[int, float] = {}
+    autotune, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+    try:
+        for bs in [b for b in (2 ** i for i in range(1, 16)) if b <= limit] or [1]:
+            if not still_rising(seconds):
+                break
+            try:
+                _step_seconds(model, opt, bs, size, dtype)  # warm-up: cudnn picks its kernels for this shape
+                seconds[bs] = min(_step_seconds(model, opt, bs, size, dtype) for _ in range(steps))
+            except torch.OutOfMemoryError:
+                break
+        if not seconds:  # not even 2 images: one?
+            try:
+                seconds[1] = _step_seconds(model, opt, 1, size, dtype)
+            except torch.OutOfMemoryError:
+                pass
+    finally:
+        torch.backends.cudnn.benchmark = autotune
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+    return seconds
+
+
 def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_train: int,
                     free_bytes: int | None = None) -> tuple[int, str]:
-    """The largest batch that fits one training step at ``size``, and how it was found.
+    """The training batch size at ``size``, and how it was found.
 
-    CUDA: double from 2 while a real forward/backward fits (AMP, as in training), back off on OOM.
+    CUDA: the batch with the best measured throughput (``time_batch_sizes``, ``pick_batch_size``): a
+    larger batch only pays while the GPU is not yet busy, and costs optimiser steps per epoch.
     CPU: out-of-memory is the OS killing the process, never an exception, so measure the bytes saved
     for backward at batch 1 and 2 (the difference is one image's activations), and take the largest power of two whose activations fit
     ``MEMORY_SHARE`` of free RAM, capped at ``CPU_BS_CAP``; then check it with one real step.
@@ -150,20 +230,10 @@ def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_t
     model = model.to(device)
     limit = max(1, n_train)
     if device.type == "cuda":
-        bs, best = 2, 0
-        while bs <= min(GPU_BS_CAP, limit):
-            try:
-                probe_step(model, bs, size, device)
-            except torch.OutOfMemoryError:
-                break
-            best, bs = bs, bs * 2
-        if best == 0:
-            try:
-                probe_step(model, 1, size, device)
-                best = 1
-            except torch.OutOfMemoryError:
-                raise ConfigError(f"size {size}: one image does not fit in GPU memory (lower --size)") from None
-        return best, f"largest power of two whose forward/backward fits the GPU (cap {min(GPU_BS_CAP, limit)})"
+        seconds = time_batch_sizes(model, size, device, min(GPU_BS_CAP, limit))
+        if not seconds:
+            raise ConfigError(f"size {size}: one image does not fit in GPU memory (lower --size)")
+        return pick_batch_size(seconds)
     one, two = probe_step(model, 1, size, device), probe_step(model, 2, size, device)
     per_image, fixed = max(two - one, 1), max(2 * one - two, 0)  # saved weights count once, activations per image
     free = available_ram() if free_bytes is None else free_bytes
@@ -206,6 +276,27 @@ class CompileModel(Callback):
             self.learn.model, self.plain = self.plain, None
 
 
+class PlainInputs(Callback):
+    """While fitting, hands the model plain tensors instead of fastai's ``TensorImage``: on a tensor subclass
+    every operation of the forward pass runs through fastai's Python ``__torch_function__`` (Unet-b0,
+    2 x 32^2 on one CPU core: 59 instead of 49 ms per forward+backward), and on a GPU that host time, not
+    the kernels, sets the pace. The loss and metrics take plain predictions; outside ``fit`` (``get_preds``,
+    ``predict``, which decode by type) nothing changes. Top-level (it is pickled with the learner)."""
+
+    def __init__(self):
+        self.active = False
+
+    def before_fit(self):
+        self.active = True
+
+    def after_fit(self):
+        self.active = False
+
+    def before_batch(self):
+        if self.active:
+            self.learn.xb = tuple(x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else x for x in self.xb)
+
+
 def tune_learner(learn, compile: bool = False, channels_last: bool | None = None) -> dict:
     """Speed settings on a built ``Learner``; returns what was set (for the caller to report).
 
@@ -214,6 +305,7 @@ def tune_learner(learn, compile: bool = False, channels_last: bool | None = None
     - channels_last weights (``channels_last=None``: on, CPU and CUDA): under AMP, convolutions use
       tensor cores in NHWC without layout transposes; on CPU oneDNN's NHWC kernels made a training
       step of the Unet 8-12% faster here (2 cores, 8x256^2: 4.5-4.7 s -> 4.0-4.3 s, interleaved);
+    - the model's inputs as plain tensors while fitting (see ``PlainInputs``);
     - ``compile``: train through torch.compile (see ``CompileModel``).
     """
     device = learn.dls.device or training_device()
@@ -226,6 +318,8 @@ def tune_learner(learn, compile: bool = False, channels_last: bool | None = None
     if channels_last is None or channels_last:
         learn.model = learn.model.to(memory_format=torch.channels_last)
         done["channels_last"] = True
+    learn.add_cb(PlainInputs())
+    done["plain_inputs"] = True
     if compile:
         learn.add_cb(CompileModel())
         done["compile"] = True
