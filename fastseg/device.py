@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from functools import partial
+from typing import Callable
 
 import torch
 from fastai.callback.core import Callback
@@ -21,7 +22,8 @@ from .errors import ConfigError
 
 __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
-    "probe_step", "auto_batch_size", "pick_batch_size", "still_rising", "time_batch_sizes", "PlainInputs",
+    "probe_step", "auto_batch_size", "pick_batch_size", "still_rising", "measure_batch_sizes",
+    "time_batch_sizes", "PlainInputs",
     "fast_adamw", "tune_learner", "training_device",
     "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "Fp32GroupedConvs", "precision_callbacks",
     "apply_precision", "resolve_precision",
@@ -185,35 +187,45 @@ def _step_seconds(model: torch.nn.Module, opt, bs: int, size: int, dtype: torch.
     return time.perf_counter() - t
 
 
+def measure_batch_sizes(step_seconds: Callable[[int], float], limit: int) -> dict[int, float]:
+    """``{bs: step_seconds(bs)}`` for batches 2, 4, 8, ... up to ``limit``, until one does not fit (CUDA
+    out of memory) or the throughput stops rising (``still_rising``); batch 1 only when 2 does not fit."""
+    seconds: dict[int, float] = {}
+    for bs in [b for b in (2 ** i for i in range(1, 16)) if b <= limit] or [1]:
+        if not still_rising(seconds):
+            break
+        try:
+            seconds[bs] = step_seconds(bs)
+        except torch.OutOfMemoryError:
+            break
+    if not seconds and limit >= 2:  # not even 2 images: one?
+        try:
+            seconds[1] = step_seconds(1)
+        except torch.OutOfMemoryError:
+            pass
+    return seconds
+
+
 def time_batch_sizes(model: torch.nn.Module, size: int, device: torch.device, limit: int,
                      steps: int = BS_TIMED_STEPS) -> dict[int, float]:
-    """Seconds per CUDA training step for batches 2, 4, 8, ... up to ``limit``, until one does not fit or the
-    throughput stops rising (``still_rising``); batch 1 only when 2 does not fit. Trains ``model`` (a probe:
-    its weights change) as fastseg does: channels_last, bf16 (else fp16) autocast, cudnn autotuning, AdamW."""
+    """``measure_batch_sizes`` with real CUDA training steps of ``model`` (a probe: its weights change) as
+    fastseg trains: channels_last, bf16 (else fp16) autocast, cudnn autotuning, AdamW. Each batch size:
+    one warm-up step (cudnn picks its kernels for the shape), then the fastest of ``steps``."""
     model = model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, foreach=True)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    seconds: dict[int, float] = {}
+
+    def step_seconds(bs: int) -> float:
+        _step_seconds(model, opt, bs, size, dtype)
+        return min(_step_seconds(model, opt, bs, size, dtype) for _ in range(steps))
+
     autotune, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
     try:
-        for bs in [b for b in (2 ** i for i in range(1, 16)) if b <= limit] or [1]:
-            if not still_rising(seconds):
-                break
-            try:
-                _step_seconds(model, opt, bs, size, dtype)  # warm-up: cudnn picks its kernels for this shape
-                seconds[bs] = min(_step_seconds(model, opt, bs, size, dtype) for _ in range(steps))
-            except torch.OutOfMemoryError:
-                break
-        if not seconds:  # not even 2 images: one?
-            try:
-                seconds[1] = _step_seconds(model, opt, 1, size, dtype)
-            except torch.OutOfMemoryError:
-                pass
+        return measure_batch_sizes(step_seconds, limit)
     finally:
         torch.backends.cudnn.benchmark = autotune
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
-    return seconds
 
 
 def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_train: int,

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from fastseg.config import FitConfig
-from fastseg.device import (CPU_BS_CAP, MEMORY_SHARE, CompileModel, auto_batch_size, fast_adamw, probe_step,
-                            resolve_cache, resolve_num_workers, tune_learner)
+from fastseg.device import (BS_TIE, CPU_BS_CAP, MEMORY_SHARE, CompileModel, PlainInputs, auto_batch_size, fast_adamw,
+                            measure_batch_sizes, pick_batch_size, probe_step, resolve_cache, resolve_num_workers,
+                            still_rising, tune_learner)
 from fastseg.errors import ConfigError
 from fastseg.model import build_model
 
@@ -103,11 +104,13 @@ def test_tune_learner_cpu_and_channels_last():
     learn = SimpleNamespace(dls=SimpleNamespace(device=CPU), model=torch.nn.Conv2d(3, 4, 3), opt_func=None,
                             add_cb=added.append)
     done = tune_learner(learn, channels_last=False)
-    assert learn.opt_func is fast_adamw and "channels_last" not in done and not added
+    assert learn.opt_func is fast_adamw and "channels_last" not in done
+    assert [type(cb) for cb in added] == [PlainInputs] and done["plain_inputs"]
     assert learn.model.weight.is_contiguous()
+    added.clear()
     done = tune_learner(learn, compile=True)  # channels_last by default, CPU too (oneDNN's NHWC kernels)
     assert done["channels_last"] and learn.model.weight.is_contiguous(memory_format=torch.channels_last)
-    assert len(added) == 1 and isinstance(added[0], CompileModel)
+    assert [type(cb) for cb in added] == [PlainInputs, CompileModel]
 
 
 def test_checkpoints_written_while_compiled_load_into_the_plain_model(tmp_path):
@@ -123,3 +126,65 @@ def test_checkpoints_written_while_compiled_load_into_the_plain_model(tmp_path):
     fresh.load_state_dict(load_best(tmp_path)[1])  # strict: raises on '_orig_mod.'
     assert torch.equal(fresh[0].weight, plain[0].weight)
     fresh.load_state_dict(load_run_state(tmp_path).model)
+
+
+# --------------------------------------------------------------------------- --bs auto on CUDA: best throughput
+
+def test_pick_batch_size_takes_the_best_throughput_not_the_largest_batch():
+    # img/s: 100, 133, 160, 160, 150: the GPU is busy from 8 on, and 32 is slower than 16
+    bs, why = pick_batch_size({2: 0.02, 4: 0.03, 8: 0.05, 16: 0.1, 32: 32 / 150})
+    assert bs == 8 and "img/s by batch size 2: 100, 4: 133, 8: 160, 16: 160, 32: 150" in why
+    assert pick_batch_size({8: 8 / 100, 16: 16 / (100 * (1 + BS_TIE / 2))})[0] == 8  # within the tie: the smaller
+    assert pick_batch_size({8: 8 / 100, 16: 16 / (100 * (1 + 2 * BS_TIE))})[0] == 16
+
+
+def test_still_rising_stops_after_a_doubling_that_gains_too_little():
+    assert still_rising({}) and still_rising({2: 0.1})
+    assert still_rising({2: 0.02, 4: 0.03})  # 100 -> 133 img/s
+    assert not still_rising({2: 0.02, 4: 4 / (100 * (1 + BS_TIE / 2))})
+
+
+class FakeGpu:
+    """Seconds per step from a table; out of memory from ``oom`` images on. Records what was measured."""
+
+    def __init__(self, rates: dict[int, float], oom: int = 10**9):
+        self.rates, self.oom, self.asked = rates, oom, []
+
+    def __call__(self, bs: int) -> float:
+        self.asked.append(bs)
+        if bs >= self.oom:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return bs / self.rates[bs]
+
+
+def test_measure_batch_sizes_stops_when_the_throughput_is_flat():
+    gpu = FakeGpu({2: 100, 4: 150, 8: 200, 16: 202, 32: 300, 64: 300})
+    seconds = measure_batch_sizes(gpu, limit=256)
+    assert gpu.asked == [2, 4, 8, 16]  # 8 -> 16 gained 1%: no further doubling is tried
+    assert pick_batch_size(seconds)[0] == 8
+
+
+def test_measure_batch_sizes_stops_at_out_of_memory_and_the_data_size():
+    gpu = FakeGpu({2: 100, 4: 150, 8: 200, 16: 300}, oom=16)
+    assert list(measure_batch_sizes(gpu, limit=256)) == [2, 4, 8]
+    assert list(measure_batch_sizes(FakeGpu({2: 100, 4: 150, 8: 200}), limit=6)) == [2, 4]  # 6 training images
+    assert list(measure_batch_sizes(FakeGpu({1: 50}, oom=2), limit=256)) == [1]  # only one image fits
+    assert measure_batch_sizes(FakeGpu({}, oom=1), limit=256) == {}
+    assert list(measure_batch_sizes(FakeGpu({1: 50}), limit=1)) == [1]
+
+
+def test_plain_inputs_strips_fastai_types_only_while_fitting():
+    from fastai.torch_core import TensorImage, TensorMask
+
+    x, y = TensorImage(torch.ones(1, 3, 2, 2)), TensorMask(torch.zeros(1, 2, 2, dtype=torch.long))
+    cb = PlainInputs()
+    cb.learn = SimpleNamespace(xb=(x,), yb=(y,))
+    cb.before_batch()  # outside fit (get_preds, predict decode by type): untouched
+    assert cb.learn.xb[0] is x
+    cb.before_fit()
+    cb.before_batch()
+    assert type(cb.learn.xb[0]) is torch.Tensor and torch.equal(cb.learn.xb[0], x) and cb.learn.yb[0] is y
+    cb.after_fit()
+    cb.learn.xb = (x,)
+    cb.before_batch()
+    assert cb.learn.xb[0] is x
