@@ -22,8 +22,7 @@ from .errors import ConfigError
 
 __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
-    "probe_step", "auto_batch_size", "pick_batch_size", "still_rising", "measure_batch_sizes",
-    "time_batch_sizes", "PlainInputs",
+    "probe_step", "auto_batch_size", "pick_batch_size", "still_rising", "measure_batch_sizes", "time_batch_sizes",
     "fast_adamw", "tune_learner", "training_device",
     "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "Fp32GroupedConvs", "precision_callbacks",
     "apply_precision", "resolve_precision",
@@ -288,27 +287,6 @@ class CompileModel(Callback):
             self.learn.model, self.plain = self.plain, None
 
 
-class PlainInputs(Callback):
-    """While fitting, hands the model plain tensors instead of fastai's ``TensorImage``: on a tensor subclass
-    every operation of the forward pass runs through fastai's Python ``__torch_function__`` (Unet-b0,
-    2 x 32^2 on one CPU core: 59 instead of 49 ms per forward+backward), and on a GPU that host time, not
-    the kernels, sets the pace. The loss and metrics take plain predictions; outside ``fit`` (``get_preds``,
-    ``predict``, which decode by type) nothing changes. Top-level (it is pickled with the learner)."""
-
-    def __init__(self):
-        self.active = False
-
-    def before_fit(self):
-        self.active = True
-
-    def after_fit(self):
-        self.active = False
-
-    def before_batch(self):
-        if self.active:
-            self.learn.xb = tuple(x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else x for x in self.xb)
-
-
 def tune_learner(learn, compile: bool = False, channels_last: bool | None = None) -> dict:
     """Speed settings on a built ``Learner``; returns what was set (for the caller to report).
 
@@ -317,7 +295,6 @@ def tune_learner(learn, compile: bool = False, channels_last: bool | None = None
     - channels_last weights (``channels_last=None``: on, CPU and CUDA): under AMP, convolutions use
       tensor cores in NHWC without layout transposes; on CPU oneDNN's NHWC kernels made a training
       step of the Unet 8-12% faster here (2 cores, 8x256^2: 4.5-4.7 s -> 4.0-4.3 s, interleaved);
-    - the model's inputs as plain tensors while fitting (see ``PlainInputs``);
     - ``compile``: train through torch.compile (see ``CompileModel``).
     """
     device = learn.dls.device or training_device()
@@ -330,8 +307,6 @@ def tune_learner(learn, compile: bool = False, channels_last: bool | None = None
     if channels_last is None or channels_last:
         learn.model = learn.model.to(memory_format=torch.channels_last)
         done["channels_last"] = True
-    learn.add_cb(PlainInputs())
-    done["plain_inputs"] = True
     if compile:
         learn.add_cb(CompileModel())
         done["compile"] = True

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastseg.config import FitConfig
-from fastseg.device import (BS_TIE, CPU_BS_CAP, MEMORY_SHARE, CompileModel, PlainInputs, auto_batch_size, fast_adamw,
+from fastseg.device import (BS_TIE, CPU_BS_CAP, MEMORY_SHARE, CompileModel, auto_batch_size, fast_adamw,
                             measure_batch_sizes, pick_batch_size, probe_step, resolve_cache, resolve_num_workers,
                             still_rising, tune_learner)
 from fastseg.errors import ConfigError
@@ -104,13 +104,11 @@ def test_tune_learner_cpu_and_channels_last():
     learn = SimpleNamespace(dls=SimpleNamespace(device=CPU), model=torch.nn.Conv2d(3, 4, 3), opt_func=None,
                             add_cb=added.append)
     done = tune_learner(learn, channels_last=False)
-    assert learn.opt_func is fast_adamw and "channels_last" not in done
-    assert [type(cb) for cb in added] == [PlainInputs] and done["plain_inputs"]
+    assert learn.opt_func is fast_adamw and "channels_last" not in done and not added
     assert learn.model.weight.is_contiguous()
-    added.clear()
     done = tune_learner(learn, compile=True)  # channels_last by default, CPU too (oneDNN's NHWC kernels)
     assert done["channels_last"] and learn.model.weight.is_contiguous(memory_format=torch.channels_last)
-    assert [type(cb) for cb in added] == [PlainInputs, CompileModel]
+    assert len(added) == 1 and isinstance(added[0], CompileModel)
 
 
 def test_checkpoints_written_while_compiled_load_into_the_plain_model(tmp_path):
@@ -171,20 +169,3 @@ def test_measure_batch_sizes_stops_at_out_of_memory_and_the_data_size():
     assert list(measure_batch_sizes(FakeGpu({1: 50}, oom=2), limit=256)) == [1]  # only one image fits
     assert measure_batch_sizes(FakeGpu({}, oom=1), limit=256) == {}
     assert list(measure_batch_sizes(FakeGpu({1: 50}), limit=1)) == [1]
-
-
-def test_plain_inputs_strips_fastai_types_only_while_fitting():
-    from fastai.torch_core import TensorImage, TensorMask
-
-    x, y = TensorImage(torch.ones(1, 3, 2, 2)), TensorMask(torch.zeros(1, 2, 2, dtype=torch.long))
-    cb = PlainInputs()
-    cb.learn = SimpleNamespace(xb=(x,), yb=(y,))
-    cb.before_batch()  # outside fit (get_preds, predict decode by type): untouched
-    assert cb.learn.xb[0] is x
-    cb.before_fit()
-    cb.before_batch()
-    assert type(cb.learn.xb[0]) is torch.Tensor and torch.equal(cb.learn.xb[0], x) and cb.learn.yb[0] is y
-    cb.after_fit()
-    cb.learn.xb = (x,)
-    cb.before_batch()
-    assert cb.learn.xb[0] is x

@@ -137,16 +137,16 @@ def crop_windows(store: CropStore, rows: torch.Tensor, size: int, gen: torch.Gen
 
 
 def window_index(windows: torch.Tensor, size: int) -> torch.Tensor:
-    """B x size x size store rows: each window's pixels in the orientation of its dihedral element
-    (bit 2 transposes, bit 1 reverses rows, bit 0 reverses columns; together the 8 flips/rotations)."""
-    first, width, turn = (t.view(-1, 1, 1) for t in windows.unbind(1))
+    """B x size x size store rows: each window's pixels in the orientation of its dihedral element (bit 0
+    reverses columns, bit 1 rows, bit 2 transposes; together the 8 flips/rotations). Separable: the row of
+    the output picks one offset, its column another, so one broadcast add makes the whole index."""
+    first, width, turn = windows.unbind(1)
     ar = torch.arange(size, device=windows.device)
-    i, j = ar.view(1, -1, 1), ar.view(1, 1, -1)
-    swap = (turn & 4).bool()
-    r, c = torch.where(swap, j, i), torch.where(swap, i, j)
-    r = torch.where((turn & 2).bool(), size - 1 - r, r)
-    c = torch.where((turn & 1).bool(), size - 1 - c, c)
-    return first + r * width + c
+    rows = torch.where((turn & 2).bool()[:, None], size - 1 - ar, ar) * width[:, None]  # B x size source row offsets
+    cols = torch.where((turn & 1).bool()[:, None], size - 1 - ar, ar)
+    swap = (turn & 4).bool()[:, None]
+    down, across = torch.where(swap, cols, rows), torch.where(swap, rows, cols)
+    return first[:, None, None] + down[:, :, None] + across[:, None, :]
 
 
 def cut(store: CropStore, windows: torch.Tensor, size: int) -> tuple[TensorImage, TensorMask]:
