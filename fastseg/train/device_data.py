@@ -226,7 +226,8 @@ def device_dataloaders(store: CropStore, size: int, bs: int, aug: str = "none", 
     times per epoch, shuffled, ``aug`` none|flips, the last partial batch dropped when there are more items
     than ``bs``) and centre crops of the validation images, in order. Batches land on ``store.device``.
 
-    ``dls.fastseg_cache`` says where the set lives ("device" or "host"); ``dls.fastseg_aug`` the level."""
+    ``dls.fastseg_cache`` says where the set lives ("device" or "host"); ``dls.fastseg_aug`` the level;
+    ``dls.fastseg_seed`` the seed (under DDP each rank adds its rank for its windows)."""
     if aug not in DEVICE_AUGS:
         raise ConfigError(f"the device data path does augmentation {' or '.join(DEVICE_AUGS)}, got {aug!r} "
                           "(the full recipe runs on fastai's path)")
@@ -235,11 +236,11 @@ def device_dataloaders(store: CropStore, size: int, bs: int, aug: str = "none", 
                           "(fastai's path resizes such images; use it, or a smaller --size)")
     from .distributed import rank
 
-    seed = seed + rank()  # DDP: each rank its own windows (the order of items comes from rank 0)
     valid = DeviceDL(CropSet(store, torch.arange(store.n_train, len(store.start)), size, train=False), bs=bs,
                      device=store.device)
-    dls = DataLoaders(_train_dl(store, size, bs, aug, repeats, seed), valid, device=store.device)
-    dls.fastseg_cache, dls.fastseg_aug = store.where, aug
+    # DDP: each rank draws its own windows (the order of the items comes from rank 0)
+    dls = DataLoaders(_train_dl(store, size, bs, aug, repeats, seed + rank()), valid, device=store.device)
+    dls.fastseg_cache, dls.fastseg_aug, dls.fastseg_seed = store.where, aug, seed
     return dls
 
 
@@ -247,11 +248,11 @@ def device_crops_like(dls: DataLoaders, size: int, repeats: int = 1, keep_valid:
     """``dls`` (from ``device_dataloaders``) with training crops of ``size``, ``repeats`` per image per epoch,
     on the same store (nothing is decoded or copied again); ``keep_valid``: validate on ``dls.valid``,
     else on centre crops of ``size``. The counterpart of ``fastseg.train.loaders.train_crops_like``."""
-    ds = dls.train.dataset
-    small = device_dataloaders(ds.store, size, dls.train.bs, dls.fastseg_aug, repeats, seed=ds.seed + size)
+    store, seed = dls.train.dataset.store, dls.fastseg_seed + size  # crops of their own, not the same windows
+    small = device_dataloaders(store, size, dls.train.bs, dls.fastseg_aug, repeats, seed)
     if keep_valid:
         small = DataLoaders(small.train, dls.valid, device=dls.device)
-        small.fastseg_cache, small.fastseg_aug = dls.fastseg_cache, dls.fastseg_aug
+        small.fastseg_cache, small.fastseg_aug, small.fastseg_seed = dls.fastseg_cache, dls.fastseg_aug, seed
     return small
 
 
