@@ -30,7 +30,7 @@ from fastai.torch_core import TensorImage, TensorMask
 from ..errors import ConfigError, DataError
 
 __all__ = ["DEVICE_CACHE_SHARE", "FLIP_P", "DEVICE_AUGS", "CropStore", "CropSet", "DeviceDL", "choose_data_path",
-           "crop_windows", "window_index", "device_dataloaders", "device_crops_like"]
+           "crop_windows", "window_index", "cut", "device_dataloaders", "device_crops_like", "crops_like"]
 
 DEVICE_CACHE_SHARE = 0.25  # the set goes on the GPU when it needs at most this share of free GPU memory: the rest
 # is for the model, its activations and --bs auto's probes (which run after the set is placed)
@@ -254,6 +254,16 @@ def device_crops_like(dls: DataLoaders, size: int, repeats: int = 1, keep_valid:
         small = DataLoaders(small.train, dls.valid, device=dls.device)
         small.fastseg_cache, small.fastseg_aug, small.fastseg_seed = dls.fastseg_cache, dls.fastseg_aug, seed
     return small
+
+
+def crops_like(dls: DataLoaders, spec, size: int, repeats: int = 1, keep_valid: bool = True) -> DataLoaders:
+    """Training crops of ``size`` on the data path ``dls`` is on: ``device_crops_like`` for device data, else
+    ``fastseg.train.loaders.train_crops_like`` (same arguments); what progressive resizing and the LR finder call."""
+    if isinstance(dls.train, DeviceDL):
+        return device_crops_like(dls, size, repeats, keep_valid)
+    from .loaders import train_crops_like
+
+    return train_crops_like(dls, spec, size, repeats, keep_valid)
 
 
 def _free_gpu_bytes(device: torch.device) -> int:

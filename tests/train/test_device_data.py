@@ -9,7 +9,7 @@ import torch
 from fastseg.data.dataset import IGNORE_INDEX, discover
 from fastseg.errors import ConfigError, DataError
 from fastseg.train.device_data import (DEVICE_CACHE_SHARE, IMAGENET_STATS, CropStore, DeviceDL, choose_data_path,
-                                       device_crops_like, device_dataloaders)
+                                       crops_like, device_crops_like, device_dataloaders)
 
 MEAN, STD = (torch.tensor(s).view(1, 3, 1, 1) for s in IMAGENET_STATS)
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # a lent GPU runs the CUDA cases too
@@ -134,6 +134,17 @@ def test_progressive_crops_share_the_store_and_keep_validation():
     assert small.fastseg_aug == "flips" and small.fastseg_cache == "device"
     alone = device_crops_like(dls, 16, keep_valid=False)  # the LR finder's crops: validation at 16 too
     assert alone.valid.one_batch()[0].shape == (2, 3, 16, 16)
+
+
+def test_crops_like_follows_the_data_path(tiny_data):
+    """Progressive resizing and the LR finder ask for smaller crops without knowing which path they are on."""
+    from fastseg.train.loaders import make_dataloaders
+
+    spec = discover(tiny_data)
+    mine = crops_like(device_dataloaders(CropStore.from_spec(spec), 32, 2), spec, 16, repeats=2)
+    assert isinstance(mine.train, DeviceDL) and mine.train.n == 16 and mine.one_batch()[0].shape == (2, 3, 16, 16)
+    fast = crops_like(make_dataloaders(spec, size=32, bs=2, aug="none"), spec, 16, repeats=2)
+    assert not isinstance(fast.train, DeviceDL) and fast.train.n == 16 and fast.one_batch()[0].shape == (2, 3, 16, 16)
 
 
 def test_distributed_shards_cover_the_epoch_once():
