@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# One-shot GPU check for a lent CUDA machine (the device tool), sized for ~7 minutes.
-# Exercises the CUDA-only paths that CPU CI cannot: fp16 + channels_last + cudnn.benchmark in
-# `fit`, --bs auto on CUDA, --compile, predict/evaluate/export of a CUDA-trained model, the test
-# suite with CUDA visible, and the training-speed benchmark on the GPU.
+# One-shot GPU check for a lent CUDA machine (the device tool), under 10 minutes (call it with timeout_s 600).
+# Checks what CPU CI cannot: the device data path on CUDA (tests with the GPU visible), its ms per batch
+# against fastai's per-item path, --bs auto's throughput rule, and the speed bars of issue #15:
+# fastseg (b) >= 0.95 x the tuned plain loop (c) at bs 8 and at --bs auto, on ISBI x20 (symlinks, 480
+# training images) and on a generated 500-image set of 256 px; each row with its model TFLOP/s against
+# the card's dense bf16 peak. The CUDA tests first, then the bars, then the extras, each under a timeout.
+#
 # Usage (device machine, repo root):  bash benchmarks/gpu_check.sh [ISBI_DIR]
-# Logs go to $OUT (or ./gpu_out). Missing pure-Python packages travel as wheels in .whl/.
+#   ISBI_DIR: a copy of ../shared/data/isbi2012-membrane inside the repo (6 MB; default .isbi), carried.
+#   .whl/: wheels the machine lacks (fastai, fastcore, fastprogress, fasttransform, fastdownload,
+#   plum-dispatch, segmentation_models_pytorch, ...: see /work/.library/device/README.md), carried.
+# Writes 8 files to $OUT (or ./gpu_out): summary.txt first (the machine, then every bar and table).
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 ISBI=${1:-.isbi}
@@ -15,38 +21,56 @@ else
   export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-FS="python3 -m fastseg"
+SUMMARY="$OUT/summary.txt"
 step() { echo; echo "=== $1 ($(date +%T))"; }
-t() { local s=$(date +%s.%N); "$@"; local rc=$?; echo "[rc=$rc, $(python3 -c "print(round($(date +%s.%N)-$s,1))") s]"; return $rc; }
+# speed NAME DATA ARGS...: train_speed.py into $OUT/speed_NAME.log, its bars and table into the summary
+speed() {
+  local name=$1 data=$2; shift 2
+  step "train_speed: $name"
+  timeout 110 python3 benchmarks/train_speed.py --data "$data" --rounds 2 --epochs 2 "$@" 2>&1 \
+    | grep -v "Epoch\|^\s*$\|warn" > "$OUT/speed_$name.log"
+  echo "rc=${PIPESTATUS[0]}" >> "$OUT/speed_$name.log"
+  { echo; echo "## $name: train_speed.py --data $data $*"; grep -E "^(data|plan|model):|^\| |/\(|rc=" "$OUT/speed_$name.log"; } \
+    | tee -a "$SUMMARY"
+}
 
-step "machine"
-nvidia-smi -L; nproc
-python3 -c "import torch,timm,fastai,segmentation_models_pytorch as s,onnxruntime as o;print('torch',torch.__version__,'cuda',torch.cuda.is_available(),torch.cuda.get_device_name(0),'timm',timm.__version__,'fastai',fastai.__version__,'smp',s.__version__,'ort',o.__version__)"
+step "machine" | tee "$SUMMARY"
+{ nvidia-smi -L; nproc
+  python3 -c "import torch,timm,fastai,segmentation_models_pytorch as s;print('torch',torch.__version__,'cuda',torch.cuda.is_available(),torch.cuda.get_device_name(0),'timm',timm.__version__,'fastai',fastai.__version__,'smp',s.__version__)"
+} 2>&1 | tee -a "$SUMMARY"
 
-step "fit --epochs 25 on the demo data (README command 1, GPU: fp16, channels_last, cudnn.benchmark)"
-t $FS fit --epochs 25 --name gpu25 --export exports/gpu25.pkl 2>&1 | tee "$OUT/fit25.log" | grep -v "^\s*$" | tail -40
-python3 -c "import json;m=json.load(open('runs/gpu25/metrics.json'));print({k:m[k] for k in m if k!='per_class'})" 2>&1 | head -5
+step "tests with CUDA visible: device data path (cpu + cuda cases), device.py"
+timeout 60 python3 -m pytest -q -x -p no:cacheprovider tests/train/test_device_data.py tests/test_device.py \
+  > "$OUT/tests.log" 2>&1
+echo "rc=$?" >> "$OUT/tests.log"
+{ echo; echo "## tests"; tail -3 "$OUT/tests.log"; } | tee -a "$SUMMARY"
 
-step "predict + evaluate + export of the CUDA-trained model"
-t $FS predict exports/gpu25.pkl data/images --out /tmp/pred --overlay 2>&1 | tail -4
-ls /tmp/pred | head -3; ls /tmp/pred | wc -l
-t $FS evaluate exports/gpu25.pkl --data data --json 2>&1 | tail -3
-t $FS export exports/gpu25.pkl --format onnx --out /tmp/gpu25.onnx 2>&1 | tail -3
-t $FS predict /tmp/gpu25.onnx data/images --out /tmp/pred_onnx 2>&1 | tail -2
-python3 - <<'PY'
-import numpy as np; from PIL import Image; from pathlib import Path
-a=sorted(Path('/tmp/pred').glob('*[!y].png')); same=tot=0
-for p in a:
-    q=Path('/tmp/pred_onnx')/p.name
-    if q.exists(): x,y=np.array(Image.open(p)),np.array(Image.open(q)); same+=(x==y).sum(); tot+=x.size
-print(f'pkl(CUDA) vs onnx(ORT) identical pixels: {same/max(tot,1):.5f} over {len(a)} masks')
-PY
+DEMO=/tmp/demo500
+python3 -m fastseg demo-data "$DEMO" --n 500 --size 256 --seed 0 >/dev/null 2>&1 || echo "demo-data failed" | tee -a "$SUMMARY"
+if [ -d "$ISBI/images" ]; then
+  mkdir -p /tmp/isbi20/images /tmp/isbi20/masks
+  for k in $(seq 1 20); do
+    for f in "$ISBI"/images/*.png; do
+      b=$(basename "$f")
+      ln -sf "$(readlink -f "$f")" "/tmp/isbi20/images/${k}_$b"
+      ln -sf "$(readlink -f "$ISBI/masks/$b")" "/tmp/isbi20/masks/${k}_$b"
+    done
+  done
+  speed isbi20_bs8 /tmp/isbi20 --bs 8 --loops c,b,bf
+  speed isbi20_auto /tmp/isbi20 --bs auto --loops c,b
+else
+  echo "no ISBI copy at $ISBI: ISBI x20 skipped" | tee -a "$SUMMARY"
+fi
+speed demo500_bs8 "$DEMO" --bs 8 --loops c,b,bf
+speed demo500_auto "$DEMO" --bs auto --loops c,b
 
-step "fit --bs auto --compile (3 epochs)"
-t $FS fit --epochs 3 --bs auto --compile --lr 1e-3 --name gpucompile --export exports/gpucompile.pkl 2>&1 | tee "$OUT/fit_compile.log" | grep -iv "^\s*$" | tail -15
+step "data path alone: ms per batch (ISBI if present, else the 500-image set)"
+DS=$([ -d "$ISBI/images" ] && echo "$ISBI" || echo "$DEMO")
+timeout 30 python3 benchmarks/data_speed.py --data "$DS" --batches 20 --rounds 3 > "$OUT/data_speed.log" 2>&1
+{ echo; echo "## data_speed.py --data $DS"; grep -E "^\||faster|store built" "$OUT/data_speed.log"; } | tee -a "$SUMMARY"
 
-step "train_speed benchmark on the GPU (ISBI)"
-[ -d "$ISBI" ] && t timeout 150 python3 benchmarks/train_speed.py --data "$ISBI" --rounds 2 --epochs 2 2>&1 | tee "$OUT/train_speed.log" | tail -12
-
-step "test suite with CUDA visible"
-t timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log" | tail -25
+step "fastseg fit --bs auto --epochs 2 on the 500-image set (the CLI's --bs auto on CUDA)"
+timeout 45 python3 -m fastseg fit --data "$DEMO" --bs auto --epochs 2 --lr 1e-3 --weights none --runs-dir /tmp/runs --name gpubs \
+  --export /tmp/gpubs.pkl > "$OUT/fit.log" 2>&1
+echo "rc=$?" >> "$OUT/fit.log"
+{ echo; echo "## fit --bs auto"; grep -iE "batch size|precision|augmentation|data path|rc=" "$OUT/fit.log"; } | tee -a "$SUMMARY"

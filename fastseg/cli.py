@@ -78,7 +78,8 @@ def data_model_options(f):
                      help="JSON/YAML file of options; options given here override it."),
         click.option("--data", type=click.Path(), help=f"Data folder with images/ and masks/.  [default: {DEFAULTS.data}]"),
         click.option("--bs", type=AutoOrInt(1),
-                     help=f"Batch size, or 'auto': the largest that fits the device (printed).  [default: {DEFAULTS.bs}]"),
+                     help="Batch size, or 'auto': on a GPU the fastest measured, on a CPU the largest that fits "
+                          f"(printed).  [default: {DEFAULTS.bs}]"),
         click.option("--size", type=click.IntRange(min=32),
                      help="Training crop side, a multiple of 32.  [default: min(256, smallest image side)]"),
         click.option("--arch", metavar="ARCH",

@@ -23,7 +23,8 @@ from .model import input_channels
 
 __all__ = [
     "CACHE_CHOICES", "CompileModel", "available_ram", "cpu_cores", "resolve_num_workers", "resolve_cache",
-    "probe_step", "auto_batch_size", "fast_adamw", "tune_learner", "training_device",
+    "probe_step", "auto_batch_size", "pick_batch_size", "still_rising", "measure_batch_sizes", "time_batch_sizes",
+    "fast_adamw", "tune_learner", "training_device",
     "bf16_supported", "decide_precision", "time_precisions", "CpuBf16", "Fp32GroupedConvs", "precision_callbacks",
     "apply_precision", "resolve_precision", "resolve_device", "StepProbe", "DEVICE_HINT",
 ]
@@ -169,11 +170,100 @@ def probe_step(model: torch.nn.Module, bs: int, size: int, device: torch.device)
     return saved.total
 
 
+BS_TIE = 0.03  # --bs auto on CUDA: a smaller batch within this share of the best measured img/s wins (as fast,
+# and more optimiser steps per epoch); a doubling that gains no more than this ends the search
+BS_TIMED_STEPS = 3  # timed training steps per candidate batch, after one warm-up (cudnn autotuning); the fastest counts
+
+
+def pick_batch_size(seconds: dict[int, float]) -> tuple[int, str]:
+    """The batch size with the best throughput among measured ``{bs: seconds per training step}`` (the
+    smallest within ``BS_TIE`` of the best), and why. Pure: ``time_batch_sizes`` measures."""
+    rates = {bs: bs / s for bs, s in sorted(seconds.items())}
+    best = max(rates.values())
+    bs = min(b for b, r in rates.items() if r >= best * (1 - BS_TIE))
+    said = ", ".join(f"{b}: {r:.0f}" for b, r in rates.items())
+    return bs, (f"best measured training throughput on the GPU, img/s by batch size {said}; "
+                f"the smallest within {BS_TIE:.0%} of the best")
+
+
+def still_rising(seconds: dict[int, float]) -> bool:
+    """Whether to measure the next doubling: while fewer than two batch sizes are measured, or the last
+    doubling raised the throughput by more than ``BS_TIE``."""
+    if len(seconds) < 2:
+        return True
+    (b0, s0), (b1, s1) = sorted(seconds.items())[-2:]
+    return b1 / s1 > (1 + BS_TIE) * b0 / s0
+
+
+def _input_channels(model: torch.nn.Module) -> int:
+    return next(m.in_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def _step_seconds(model: torch.nn.Module, opt, bs: int, size: int, dtype: torch.dtype) -> float:
+    """One timed CUDA training step as fastseg trains: channels_last input, autocast, fp32 loss, AdamW."""
+    import time
+
+    device = next(model.parameters()).device
+    x = torch.randn(bs, _input_channels(model), size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(bs, size, size, dtype=torch.long, device=device)
+    torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(x)
+    torch.nn.functional.cross_entropy(out.float(), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def measure_batch_sizes(step_seconds: Callable[[int], float], limit: int) -> dict[int, float]:
+    """``{bs: step_seconds(bs)}`` for batches 2, 4, 8, ... up to ``limit``, until one does not fit (CUDA
+    out of memory) or the throughput stops rising (``still_rising``); batch 1 only when 2 does not fit."""
+    seconds: dict[int, float] = {}
+    for bs in [b for b in (2 ** i for i in range(1, 16)) if b <= limit] or [1]:
+        if not still_rising(seconds):
+            break
+        try:
+            seconds[bs] = step_seconds(bs)
+        except torch.OutOfMemoryError:
+            break
+    if not seconds and limit >= 2:  # not even 2 images: one?
+        try:
+            seconds[1] = step_seconds(1)
+        except torch.OutOfMemoryError:
+            pass
+    return seconds
+
+
+def time_batch_sizes(model: torch.nn.Module, size: int, device: torch.device, limit: int,
+                     steps: int = BS_TIMED_STEPS) -> dict[int, float]:
+    """``measure_batch_sizes`` with real CUDA training steps of ``model`` (a probe: its weights change) as
+    fastseg trains: channels_last, bf16 (else fp16) autocast, cudnn autotuning, AdamW. Each batch size:
+    one warm-up step (cudnn picks its kernels for the shape), then the fastest of ``steps``."""
+    model = model.to(device, memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, foreach=True)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def step_seconds(bs: int) -> float:
+        _step_seconds(model, opt, bs, size, dtype)
+        return min(_step_seconds(model, opt, bs, size, dtype) for _ in range(steps))
+
+    autotune, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+    try:
+        return measure_batch_sizes(step_seconds, limit)
+    finally:
+        torch.backends.cudnn.benchmark = autotune
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+
+
 def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_train: int,
                     free_bytes: int | None = None) -> tuple[int, str]:
-    """The largest batch that fits one training step at ``size``, and how it was found.
+    """The training batch size at ``size``, and how it was found.
 
-    CUDA: double from 2 while a real forward/backward fits (AMP, as in training), back off on OOM.
+    CUDA: the batch with the best measured throughput (``time_batch_sizes``, ``pick_batch_size``): a
+    larger batch only pays while the GPU is not yet busy, and costs optimiser steps per epoch.
     CPU: out-of-memory is the OS killing the process, never an exception, so measure the bytes saved
     for backward at batch 1 and 2 (the difference is one image's activations), and take the largest power of two whose activations fit
     ``MEMORY_SHARE`` of free RAM, capped at ``CPU_BS_CAP``; then check it with one real step.
@@ -182,20 +272,10 @@ def auto_batch_size(model: torch.nn.Module, size: int, device: torch.device, n_t
     model = model.to(device)
     limit = max(1, n_train)
     if device.type == "cuda":
-        bs, best = 2, 0
-        while bs <= min(GPU_BS_CAP, limit):
-            try:
-                probe_step(model, bs, size, device)
-            except torch.OutOfMemoryError:
-                break
-            best, bs = bs, bs * 2
-        if best == 0:
-            try:
-                probe_step(model, 1, size, device)
-                best = 1
-            except torch.OutOfMemoryError:
-                raise ConfigError(f"size {size}: one image does not fit in GPU memory (lower --size)") from None
-        return best, f"largest power of two whose forward/backward fits the GPU (cap {min(GPU_BS_CAP, limit)})"
+        seconds = time_batch_sizes(model, size, device, min(GPU_BS_CAP, limit))
+        if not seconds:
+            raise ConfigError(f"size {size}: one image does not fit in GPU memory (lower --size)")
+        return pick_batch_size(seconds)
     one, two = probe_step(model, 1, size, device), probe_step(model, 2, size, device)
     per_image, fixed = max(two - one, 1), max(2 * one - two, 0)  # saved weights count once, activations per image
     free = available_ram() if free_bytes is None else free_bytes

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from fastseg.config import FitConfig
-from fastseg.device import (CPU_BS_CAP, MEMORY_SHARE, CompileModel, auto_batch_size, fast_adamw, probe_step,
-                            resolve_cache, resolve_num_workers, tune_learner)
+from fastseg.device import (BS_TIE, CPU_BS_CAP, MEMORY_SHARE, CompileModel, auto_batch_size, fast_adamw,
+                            measure_batch_sizes, pick_batch_size, probe_step, resolve_cache, resolve_num_workers,
+                            still_rising, tune_learner)
 from fastseg.errors import ConfigError
 from fastseg.model import build_model
 
@@ -123,3 +124,48 @@ def test_checkpoints_written_while_compiled_load_into_the_plain_model(tmp_path):
     fresh.load_state_dict(load_best(tmp_path)[1])  # strict: raises on '_orig_mod.'
     assert torch.equal(fresh[0].weight, plain[0].weight)
     fresh.load_state_dict(load_run_state(tmp_path).model)
+
+
+# --------------------------------------------------------------------------- --bs auto on CUDA: best throughput
+
+def test_pick_batch_size_takes_the_best_throughput_not_the_largest_batch():
+    # img/s: 100, 133, 160, 160, 150: the GPU is busy from 8 on, and 32 is slower than 16
+    bs, why = pick_batch_size({2: 0.02, 4: 0.03, 8: 0.05, 16: 0.1, 32: 32 / 150})
+    assert bs == 8 and "img/s by batch size 2: 100, 4: 133, 8: 160, 16: 160, 32: 150" in why
+    assert pick_batch_size({8: 8 / 100, 16: 16 / (100 * (1 + BS_TIE / 2))})[0] == 8  # within the tie: the smaller
+    assert pick_batch_size({8: 8 / 100, 16: 16 / (100 * (1 + 2 * BS_TIE))})[0] == 16
+
+
+def test_still_rising_stops_after_a_doubling_that_gains_too_little():
+    assert still_rising({}) and still_rising({2: 0.1})
+    assert still_rising({2: 0.02, 4: 0.03})  # 100 -> 133 img/s
+    assert not still_rising({2: 0.02, 4: 4 / (100 * (1 + BS_TIE / 2))})
+
+
+class FakeGpu:
+    """Seconds per step from a table; out of memory from ``oom`` images on. Records what was measured."""
+
+    def __init__(self, rates: dict[int, float], oom: int = 10**9):
+        self.rates, self.oom, self.asked = rates, oom, []
+
+    def __call__(self, bs: int) -> float:
+        self.asked.append(bs)
+        if bs >= self.oom:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return bs / self.rates[bs]
+
+
+def test_measure_batch_sizes_stops_when_the_throughput_is_flat():
+    gpu = FakeGpu({2: 100, 4: 150, 8: 200, 16: 202, 32: 300, 64: 300})
+    seconds = measure_batch_sizes(gpu, limit=256)
+    assert gpu.asked == [2, 4, 8, 16]  # 8 -> 16 gained 1%: no further doubling is tried
+    assert pick_batch_size(seconds)[0] == 8
+
+
+def test_measure_batch_sizes_stops_at_out_of_memory_and_the_data_size():
+    gpu = FakeGpu({2: 100, 4: 150, 8: 200, 16: 300}, oom=16)
+    assert list(measure_batch_sizes(gpu, limit=256)) == [2, 4, 8]
+    assert list(measure_batch_sizes(FakeGpu({2: 100, 4: 150, 8: 200}), limit=6)) == [2, 4]  # 6 training images
+    assert list(measure_batch_sizes(FakeGpu({1: 50}, oom=2), limit=256)) == [1]  # only one image fits
+    assert measure_batch_sizes(FakeGpu({}, oom=1), limit=256) == {}
+    assert list(measure_batch_sizes(FakeGpu({1: 50}), limit=1)) == [1]

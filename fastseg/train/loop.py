@@ -155,8 +155,9 @@ def run_phases(learn: Learner, phases, lr: float, done: int, cbs: list, opt_stat
                loaders: dict | None = None) -> None:
     """Train every phase from global epoch ``done``, restoring the optimiser from ``opt_state`` first.
 
-    ``loaders``: DataLoaders by training crop side, for phases with a ``size`` of their own; the run's
-    own DataLoaders are back in ``learn.dls`` when this returns."""
+    ``loaders``: training DataLoaders by crop side (None: the full size) that replace the learner's own in
+    the phases of that size (progressive resizing, the device data path); the run's own DataLoaders are
+    back in ``learn.dls`` when this returns."""
     full = learn.dls
     offset = 0
     try:
@@ -165,7 +166,7 @@ def run_phases(learn: Learner, phases, lr: float, done: int, cbs: list, opt_stat
                 offset += phase.epochs
                 continue
             skip = max(0, done - offset)
-            learn.dls = full if phase.size is None else loaders[phase.size]
+            learn.dls = (loaders or {}).get(phase.size, full)
             if learn.opt is None:
                 learn.create_opt()
             learn.freeze() if phase.frozen else learn.unfreeze()  # also clears the optimiser state
@@ -209,13 +210,33 @@ def read_history(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
-def _phase_loaders(session: Session) -> dict:
-    """DataLoaders of the progressive-resizing part (by crop side); validation stays at full size."""
-    plan = session.plan
+def phase_loaders(session: Session) -> dict:
+    """Training DataLoaders by crop side (None: the full size) where they are not the learner's own: the
+    progressive part's, and both on the device data path. Validation stays the run's own loader."""
+    plan, learn = session.plan, session.learn
+    if plan.data_path != "fastai":
+        return _device_loaders(session)
     if plan.progressive is None:
         return {}
-    return {plan.progressive: crop_loaders(session.learn.dls, session.spec, plan, session.getters, plan.progressive,
+    return {plan.progressive: crop_loaders(learn.dls, session.spec, plan, session.getters, plan.progressive,
                                            repeats=plan.crops_per_image)}
+
+
+def _device_loaders(session: Session) -> dict:
+    """The plan's training crops cut on the GPU from the decoded set (``fastseg.train.device_data``)."""
+    from fastai.vision.core import imagenet_stats
+
+    from .device_data import CropStore, device_dataloaders
+
+    plan, spec, getters, seed = session.plan, session.spec, session.getters, session.cfg.seed
+    store = CropStore.from_spec(spec, plan.device, plan.data_path, getters=(getters.x, getters.y),
+                                stats=spec.stats or imagenet_stats)
+    valid = session.learn.dls.valid
+    loaders = {None: device_dataloaders(store, plan.size, plan.bs, plan.aug, seed=seed, valid=valid)}
+    if plan.progressive is not None:  # windows of their own: another seed
+        loaders[plan.progressive] = device_dataloaders(store, plan.progressive, plan.bs, plan.aug,
+                                                       plan.crops_per_image, seed + plan.progressive, valid=valid)
+    return loaders
 
 
 def checkpoints(session: Session, fingerprint: dict) -> Trained:
@@ -240,7 +261,7 @@ def train(session: Session, trained: Trained, extra: list = (), notify: Notify =
            *training_cbs(cfg), *extra]
     with ddp(learn, sync_bn=cfg.sync_bn, notify=notify) as sync:  # no-op in one process
         run_phases(learn, session.plan.phases, session.plan.lr, state.epoch if state else 0, cbs,
-                   state.opt if state else None, _phase_loaders(session))
+                   state.opt if state else None, phase_loaders(session))
     last = trained.last
     if last.failed is not None:
         epoch, err = last.failed

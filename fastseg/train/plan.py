@@ -49,6 +49,8 @@ class Machine:
     ram_free: int = 0  # bytes available to new allocations (0: unknown)
     world_size: int = 1  # DDP processes in all
     local_processes: int = 1  # DDP processes on this machine (each caches the data set in its RAM)
+    gpu_free: int = 0  # bytes free on the GPU (0: no GPU), for the device data path's cache
+    bf16: bool = False  # the device computes bfloat16 natively (CUDA: Ampere on; CPU: AVX512-BF16/AMX)
 
     @property
     def kind(self) -> str:
@@ -56,11 +58,16 @@ class Machine:
 
     @classmethod
     def detect(cls, device: str = "auto") -> "Machine":
-        from ..device import available_ram, cpu_cores, resolve_device
+        import torch
+
+        from ..device import available_ram, bf16_supported, cpu_cores, resolve_device
         from .distributed import local_world_size, world_size
 
-        return cls(device=str(resolve_device(device)), cores=cpu_cores(), ram_free=available_ram(),
-                   world_size=world_size(), local_processes=local_world_size())
+        dev = resolve_device(device)
+        gpu_free = int(torch.cuda.mem_get_info(dev)[0]) if dev.type == "cuda" else 0
+        return cls(device=str(dev), cores=cpu_cores(), ram_free=available_ram(), world_size=world_size(),
+                   local_processes=local_world_size(), gpu_free=gpu_free,
+                   bf16=dev.type in ("cpu", "cuda") and bf16_supported(dev))
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class RunPlan:
     phases: tuple[Phase, ...]
     steps: int  # optimiser steps of the trained phases (what --aug auto counts)
     world_size: int = 1
+    data_path: str = "fastai"  # training batches: fastai's per-item path, or cut on the GPU from a decoded set
+    # held on the GPU ("device") or in pinned RAM ("host"): fastseg.train.device_data
     budget_s: float | None = None  # --time, in seconds
     estimate_s: float | None = None  # the predicted wall time of the whole run (with --time)
     lr: float | None = None  # the peak LR, once given or found by the LR finder
@@ -143,6 +152,7 @@ class RunPlan:
                 ("progressive", prog, self.why.get("progressive", "")),
                 ("augmentation", self.aug, self.why.get("aug", "")),
                 ("RAM cache", "yes" if self.cache else "no", self.why.get("cache", "")),
+                ("data path", self.data_path, self.why.get("data_path", "")),
                 ("workers", str(self.workers), self.why.get("workers", "")),
                 ("learning rate", "LR finder" if self.lr is None else f"{self.lr:.2e}", self.why.get("lr", ""))]
 
@@ -348,9 +358,10 @@ def plan_run(cfg: FitConfig, spec, machine: Machine, pretrained: bool, probe: Pr
     steps = count_steps(phases, len(spec.train), bs, crops)
     aug, why["aug"] = resolve_aug(cfg.aug, steps)
     workers, why["workers"] = _workers(cfg, machine, cache, steps_per_epoch(len(spec.train), bs))
+    data_path, why["data_path"] = _data_path(cfg, spec, machine, size, aug)
     why["lr"] = "LR finder on small crops, fastai's 'minimum' suggestion" if cfg.lr == "auto" else "--lr"
     return RunPlan(device=machine.device, size=size, input_mode="crop" if spec.min_side >= size else "resize", bs=bs,
-                   precision=precision, workers=workers, cache=cache, aug=aug, progressive=small,
+                   precision=precision, workers=workers, cache=cache, aug=aug, progressive=small, data_path=data_path,
                    crops_per_image=crops, epochs=epochs, phases=phases, steps=steps, world_size=machine.world_size,
                    budget_s=cfg.time, estimate_s=estimate, lr=None if cfg.lr == "auto" else float(cfg.lr), why=why,
                    timings=timings)
@@ -376,16 +387,8 @@ def _precision(cfg: FitConfig, machine: Machine, probe: Probe | None, size: int,
         return _need(probe, "--precision auto").precision("auto", size, bs)
     if cfg.precision == "auto" and machine.kind == "mps":
         return "fp32", "auto: fp32 on Apple MPS (no grad scaler there; mixed precision untested)"
-    choice, why, _ = decide_precision(cfg.precision, machine.kind, _bf16_native(machine), None)
+    choice, why, _ = decide_precision(cfg.precision, machine.kind, machine.bf16, None)
     return choice, why
-
-
-def _bf16_native(machine: Machine) -> bool:
-    import torch
-
-    from ..device import bf16_supported
-
-    return machine.kind in ("cpu", "cuda") and bf16_supported(torch.device(machine.device))
 
 
 def _cache(cfg: FitConfig, spec, machine: Machine) -> tuple[bool, str]:
@@ -414,6 +417,18 @@ def cache_bytes(spec) -> int:
         with Image.open(s.image) as im:
             total += im.size[0] * im.size[1] * per_pixel
     return total
+
+
+def _data_path(cfg: FitConfig, spec, machine: Machine, size: int, aug: str) -> tuple[str, str]:
+    """Where training batches are cut: on the GPU from a decoded set when it can hold what fastai's
+    per-item path does (``device_data.choose_data_path``), else fastai's path."""
+    from .device_data import choose_data_path
+
+    if spec.channels != 3 or spec.pixel_bytes != 3:
+        return "fastai", "fastai's path: images that are not 8-bit RGB are read channel by channel there"
+    where, why = choose_data_path(machine.device, aug, spec.min_side >= size, cache_bytes(spec) * machine.local_processes,
+                                  cfg.cache, free=(machine.gpu_free, machine.ram_free))
+    return where or "fastai", why
 
 
 def _workers(cfg: FitConfig, machine: Machine, cache: bool, batches: int) -> tuple[int, str]:

@@ -234,6 +234,9 @@ def test_run_phases_switches_loaders_and_resumes_inside_a_later_phase(monkeypatc
     calls.clear()
     T.run_phases(learn, phases, 1e-3, done=1, cbs=[], opt_state=None, loaders={32: "small"})
     assert calls == ["unfreeze", ("small", 1, 1), "unfreeze", ("full", 2, 0)] and learn.dls == "full"
+    calls.clear()  # the device data path: its own training loaders for the full-size phases too
+    T.run_phases(learn, phases, 1e-3, done=1, cbs=[], opt_state=None, loaders={32: "small", None: "device"})
+    assert calls == ["unfreeze", ("small", 1, 1), "unfreeze", ("device", 2, 0)] and learn.dls == "full"
 
 
 def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data, tmp_path):

@@ -88,12 +88,29 @@ def test_plan_run_makes_every_choice_once_with_a_reason():
     assert (plan.progressive, plan.crops_per_image, plan.steps, plan.aug) == (128, 4, 150, "none")
     assert plan.cache and plan.workers == 0 and plan.lr is None
     assert set(plan.why) >= {"device", "size", "bs", "precision", "cache", "epochs", "progressive", "aug", "workers",
-                             "lr"} and all(plan.why.values())
+                             "data_path", "lr"} and all(plan.why.values())
+    assert plan.data_path == "fastai" and "on a CPU" in plan.why["data_path"]
     table = plan.table()
     for line in ("crop size      256 px (crop)", "batch size     8", "progressive    128 px x4 per image for 11 epochs",
                  "augmentation   none", "learning rate  LR finder"):
         assert line in table, table
     assert "auto: 150 optimiser steps < 1000" in table
+
+
+def test_plan_cuts_batches_on_the_gpu_when_the_decoded_set_fits():
+    """The device data path is a planned choice (CPU-tested: the machine is described, not detected)."""
+    gpu = Machine(device="cuda", cores=16, ram_free=64 * 2**30, gpu_free=70 * 2**30, bf16=True)
+    cfg = FitConfig(epochs=17, bs=8, precision="auto", lr=1e-3)
+    plan = plan_run(cfg.replace(aug="none"), spec_like(), gpu, pretrained=False)
+    assert plan.data_path == "device" and "cached on the GPU" in plan.why["data_path"]
+    assert "data path      device" in plan.table() and plan.precision == "bf16"  # auto on a bf16 GPU
+    tight = Machine(device="cuda", cores=16, ram_free=64 * 2**30, gpu_free=2**20)  # 1 MiB free: pinned RAM
+    assert plan_run(cfg.replace(aug="flips"), spec_like(), tight, pretrained=False).data_path == "host"
+    full = plan_run(cfg.replace(aug="full"), spec_like(), gpu, pretrained=False)
+    assert full.data_path == "fastai" and "resamples" in full.why["data_path"]
+    grey16 = spec_like()
+    grey16.channels, grey16.pixel_bytes = 1, 2
+    assert plan_run(cfg.replace(aug="none"), grey16, gpu, pretrained=False).data_path == "fastai"
 
 
 def test_plan_measures_only_what_auto_asks_for():
