@@ -9,11 +9,13 @@ import warnings
 
 import click
 
-from .config import ARCH_CHOICES, BACKEND_CHOICES, FORMAT_CHOICES, LOG_CHOICES, FitConfig, PredictConfig
+from .config import (ARCH_CHOICES, BACKEND_CHOICES, CACHE_CHOICES, DEMO_IMAGES, DEMO_SEED, DEMO_SIZE, DEVICE_HINT,
+                     EVAL_BS, EVAL_SPLIT, EXPORT_FORMAT_CHOICES, FORMAT_CHOICES, LOG_CHOICES, SPLIT_CHOICES,
+                     WEIGHT_CHOICES, FitConfig, PredictConfig)
+from .constants import IGNORE_INDEX, STRIDE
 from .errors import FastsegError, Interrupted
 
 DEFAULTS = FitConfig()
-DEVICE_HINT = "auto, cpu, cuda, cuda:N or mps"  # fastseg.device.resolve_device's choices (kept import-light)
 PREDICT_DEFAULTS = PredictConfig()
 PRELABEL_HINTS = {"coco": "COCO instances with RLE masks: import as 'COCO 1.0' in CVAT or any COCO tool",
                   "cvat": "import in CVAT as 'Segmentation mask 1.1'"}
@@ -39,6 +41,18 @@ class FastsegGroup(click.Group):
             raise InterruptedExit(str(e)) from None
         except FastsegError as e:
             raise click.ClickException(str(e)) from None
+
+
+def describe_choices(choices: tuple[str, ...], meaning: dict[str, str]) -> str:
+    """``a: ...; b: ...`` in the config's order, so help text follows the choice list defined in fastseg.config."""
+    if set(meaning) != set(choices):
+        raise ValueError(f"help describes {sorted(meaning)} but the choices are {list(choices)}")
+    return "; ".join(f"{c}: {meaning[c]}" for c in choices)
+
+
+def flag_default(name: str, on: bool) -> str:
+    """A --NAME/--no-NAME flag's default as click prints it."""
+    return name if on else f"no-{name}"
 
 
 def _notify(message: str) -> None:
@@ -80,13 +94,14 @@ def data_model_options(f):
         click.option("--bs", type=AutoOrInt(1),
                      help="Batch size, or 'auto': on a GPU the fastest measured, on a CPU the largest that fits "
                           f"(printed).  [default: {DEFAULTS.bs}]"),
-        click.option("--size", type=click.IntRange(min=32),
-                     help="Training crop side, a multiple of 32.  [default: min(256, smallest image side)]"),
+        click.option("--size", type=click.IntRange(min=STRIDE),
+                     help=f"Training crop side, a multiple of {STRIDE}.  [default: min(256, smallest image side)]"),
         click.option("--arch", metavar="ARCH",
                      help=f"SMP architecture: {', '.join(ARCH_CHOICES)} (any case).  [default: {DEFAULTS.arch}]"),
         click.option("--encoder", help=f"SMP encoder name, or tu-<timm model> (with --weights none or a file).  "
                                        f"[default: {DEFAULTS.encoder}]"),
-        click.option("--weights", help="Encoder weights: imagenet, none, or a .pth/.safetensors file.  [default: imagenet]"),
+        click.option("--weights", help=f"Encoder weights: {', '.join(WEIGHT_CHOICES)}, or a .pth/.safetensors file.  "
+                                       f"[default: {DEFAULTS.weights}]"),
         click.option("--valid-pct", type=float, help=f"Validation share when the data has no split.  [default: {DEFAULTS.valid_pct}]"),
         click.option("--seed", type=int, help=f"Random seed (split, initialisation, augmentation).  [default: {DEFAULTS.seed}]"),
         click.option("--device", help=f"Where to train: {DEVICE_HINT}; auto is CUDA, then Apple MPS, then the CPU "
@@ -103,12 +118,12 @@ def layout_options(f):
 
     opts = [
         click.option("--layout", type=click.Choice(LAYOUT_CHOICES),
-                     help="Data layout; auto detects it from the folders present.  [default: auto]"),
+                     help=f"Data layout; auto detects it from the folders present.  [default: {DEFAULTS.layout}]"),
         click.option("--colors", type=click.Path(exists=True, dir_okay=False),
                      help="Colour table (name,r,g,b per line) for RGB colour masks.  [default: DATA/codes.csv if present]"),
         click.option("--void", help="Class name to ignore in loss and metrics.  [default: a class named void/unlabelled]"),
         click.option("--ignore-index", type=click.IntRange(0, 255),
-                     help="Mask value to ignore in loss and metrics.  [default: 255]"),
+                     help=f"Mask value to ignore in loss and metrics.  [default: {IGNORE_INDEX}]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -130,9 +145,10 @@ def training_options(f):
         click.option("--loss", type=click.Choice(LOSS_CHOICES), help=f"Training loss.  [default: {DEFAULTS.loss}]"),
         click.option("--class-weights", help="Comma-separated weight per class, in codes order (e.g. 1,5).  [default: equal]"),
         click.option("--aug", type=click.Choice(AUG_CHOICES),
-                     help="Augmentation: full (flips, rotation, zoom, lighting, warp), flips (the 8 exact flips/"
-                          "90-degree turns), none; auto: full for runs of >= 1000 optimiser steps, else none "
-                          f"(printed).  [default: {DEFAULTS.aug}]"),
+                     help="Augmentation; " + describe_choices(AUG_CHOICES, {
+                         "auto": "full for runs of >= 1000 optimiser steps, else none (printed)",
+                         "full": "flips, rotation, zoom, lighting, warp", "flips": "the 8 exact flips/90-degree turns",
+                         "none": "off"}) + f".  [default: {DEFAULTS.aug}]"),
         click.option("--no-aug", is_flag=True, default=None, help="Same as --aug none."),
         click.option("--progressive", type=click.Choice(PROGRESSIVE_CHOICES),
                      help="Progressive resizing: the first 65% of the epochs on half-size crops (4 per image, "
@@ -141,9 +157,11 @@ def training_options(f):
         click.option("--grad-clip", type=click.FloatRange(min=0),
                      help=f"Clip each step's gradient norm to this; 0: off.  [default: {DEFAULTS.grad_clip}]"),
         click.option("--precision", type=click.Choice(PRECISION_CHOICES),
-                     help="Training precision: fp32, bf16 (autocast; CPU or GPU), fp16 (GPU, loss scaling); auto: bf16 "
-                          "on GPUs that have it (else fp16), on CPU bf16 only if a timed step here is faster "
-                          f"(printed). Exports are always fp32.  [default: {DEFAULTS.precision}]"),
+                     help="Training precision (exports are always fp32); " + describe_choices(PRECISION_CHOICES, {
+                         "auto": "bf16 on GPUs that have it (else fp16), on CPU bf16 only if a timed step here is "
+                                 "faster (printed)",
+                         "fp32": "full precision", "bf16": "autocast; CPU or GPU", "fp16": "GPU, loss scaling"})
+                     + f".  [default: {DEFAULTS.precision}]"),
         click.option("--fp16/--no-fp16", default=None, hidden=True,
                      help="Before --precision: --fp16 is --precision auto, --no-fp16 is --precision fp32."),
     ]
@@ -156,11 +174,14 @@ def speed_options(f):
     """Device and speed options (fit, lr-find): DataLoader workers, RAM cache, torch.compile."""
     opts = [
         click.option("--num-workers", type=AutoOrInt(0),
-                     help="DataLoader worker processes, or 'auto' (0 on CPUs with <= 4 cores).  [default: auto]"),
-        click.option("--cache", type=click.Choice(["auto", "ram", "none"]),
-                     help="Keep decoded images in RAM: auto (when they fit), ram, none.  [default: auto]"),
+                     help=f"DataLoader worker processes, or 'auto' (0 on CPUs with <= 4 cores).  [default: {DEFAULTS.num_workers}]"),
+        click.option("--cache", type=click.Choice(CACHE_CHOICES),
+                     help="Keep decoded images in RAM; " + describe_choices(CACHE_CHOICES, {
+                         "auto": "when they fit", "ram": "always", "none": "never (decode every epoch)"})
+                     + f".  [default: {DEFAULTS.cache}]"),
         click.option("--compile/--no-compile", "compile", default=None,
-                     help="Train through torch.compile (GPU runs; slower to start).  [default: no]"),
+                     help="Train through torch.compile (GPU runs; slower to start).  "
+                          f"[default: {flag_default('compile', DEFAULTS.compile)}]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -223,7 +244,7 @@ def main():
     """fastseg: train, evaluate and deploy image segmentation models (fastai + SMP: Unet, FPN, DeepLabV3+, ...).
 
     \b
-    Quick start:
+    Example (quick start):
       fastseg fit --epochs 25              # train on ./data, export exports/model.pkl
       fastseg predict exports/model.pkl photos/ --out predictions/
     """
@@ -238,16 +259,17 @@ def main():
 @click.option("--time", help="Wall-clock budget for the whole run instead of --epochs (e.g. 10m, 1h30m): the plan "
                              "measures a training step here and picks the epochs that fill it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (every automatic choice and its reason) and exit.")
-@click.option("--lr", help="Peak learning rate, or 'auto' to use the LR finder's suggestion.  [default: auto]")
+@click.option("--lr", help=f"Peak learning rate, or 'auto' to use the LR finder's suggestion.  [default: {DEFAULTS.lr}]")
 @click.option("--export", type=click.Path(dir_okay=False),
               help="Where to copy the run's model (.pkl, and its safe bundle beside it: model.pkl -> model/); "
                    f"the run folder keeps its own.  [default: {DEFAULTS.export}]")
 @click.option("--sync-bn/--no-sync-bn", default=None,
-              help="Multi-GPU (torchrun / accelerate launch): BatchNorm synced across GPUs.  [default: sync-bn]")
+              help="Multi-GPU (torchrun / accelerate launch): BatchNorm synced across GPUs.  "
+                   f"[default: {flag_default('sync-bn', DEFAULTS.sync_bn)}]")
 @training_options
 @click.option("--log", "log", multiple=True, type=click.Choice(LOG_CHOICES),
-              help="Also track the run in TensorBoard, MLflow or Weights & Biases (repeatable; each needs "
-                   "pip install 'fastseg[NAME]').  [default: none]")
+              help="Also track the run with this experiment tracker (repeatable; each needs "
+                   f"pip install 'fastseg[NAME]').  [default: {', '.join(DEFAULTS.log) or 'none'}]")
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings, errors and the final summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as one JSON object on stdout "
                                                       "(notices and epoch lines go to stderr).")
@@ -380,27 +402,32 @@ def lr_find_cmd(config_file, plot, **options):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True,
               help="Folder for the <name>.png masks.")
-@click.option("--bs", type=click.IntRange(min=1), default=8, show_default=True, help="Images (or tiles) per batch.")
+@click.option("--bs", type=click.IntRange(min=1), default=PREDICT_DEFAULTS.bs, show_default=True,
+              help="Images (or tiles) per batch.")
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--overlay", is_flag=True, help="Also write <name>_overlay.jpg: the image tinted by class, with a legend.")
 @click.option("--probs", is_flag=True, help="Also write <name>_probs.npy: C x H x W float16 class probabilities.")
-@click.option("--tile", type=click.IntRange(min=32),
-              help="Sliding-window tile side (multiple of 32) for large images; also opens slides over PIL's "
+@click.option("--tile", type=click.IntRange(min=STRIDE),
+              help=f"Sliding-window tile side (multiple of {STRIDE}) for large images; also opens slides over PIL's "
                    "179-megapixel limit.")
-@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=PREDICT_DEFAULTS.overlap, show_default=True,
               help="Overlap share between tiles (with --tile).")
 @click.option("--tta", is_flag=True, help="Average predictions over horizontal and vertical flips (3x the compute).")
-@click.option("--workers", type=AutoOrInt(0), default="auto", show_default=True,
+@click.option("--workers", type=AutoOrInt(0), default=PREDICT_DEFAULTS.workers, show_default=True,
               help="Image-decoding worker processes, or auto (none on CPUs with <= 4 cores, where the model "
                    "needs every core; else as for fit's --num-workers).")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-              help="torch (fp32), torch-bf16, onnx (ONNX Runtime fp32), onnx-int8 (needs `fastseg export --int8`), "
-                   "openvino. auto: on CPU the fastest here (a short probe) of those whose masks match fp32 on "
-                   ">= 99.5% of the model's validation pixels; torch on GPUs. The choice and its reason are printed.")
-@click.option("--format", "format", type=click.Choice(FORMAT_CHOICES), default="png", show_default=True,
-              help="png: <name>.png class-index masks; coco: annotations/instances_default.json (RLE, one "
-                   "annotation per region); cvat: segmentation_mask.zip (CVAT 'Segmentation mask 1.1'). "
-                   "coco and cvat are pre-annotations to correct in a labelling tool.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=PREDICT_DEFAULTS.backend, show_default=True,
+              help="Inference engine (the choice and its reason are printed); " + describe_choices(BACKEND_CHOICES, {
+                  "auto": "on CPU the fastest here (a short probe) of those whose masks match fp32 on >= 99.5% of "
+                          "the model's validation pixels; torch on GPUs",
+                  "torch": "fp32", "torch-bf16": "torch in bf16", "onnx": "ONNX Runtime fp32",
+                  "onnx-int8": "needs `fastseg export --int8`", "openvino": "OpenVINO"}) + ".")
+@click.option("--format", "format", type=click.Choice(FORMAT_CHOICES), default=PREDICT_DEFAULTS.format,
+              show_default=True, help="What to write (pre-annotations are to correct in a labelling tool); "
+              + describe_choices(FORMAT_CHOICES, {
+                  "png": "<name>.png class-index masks",
+                  "coco": "pre-annotations, annotations/instances_default.json (RLE, one annotation per region)",
+                  "cvat": "pre-annotations, segmentation_mask.zip (CVAT 'Segmentation mask 1.1')"}) + ".")
 @postprocess_options
 @click.option("--classes", help=CLASSES_HELP)
 def predict(model, inputs, out, recursive, classes, **options):
@@ -448,8 +475,10 @@ def predict(model, inputs, out, recursive, classes, **options):
 
 @main.command("export")
 @click.argument("model", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx", "torchscript"]), required=True,
-              help="safetensors: safe bundle folder; onnx: ONNX Runtime / any ONNX runtime; torchscript: .pt.")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMAT_CHOICES), required=True,
+              help=describe_choices(EXPORT_FORMAT_CHOICES, {
+                  "safetensors": "safe bundle folder", "onnx": "ONNX Runtime / any ONNX runtime",
+                  "torchscript": ".pt"}) + ".")
 @click.option("--out", type=click.Path(), help="Destination.  [default: beside MODEL: model/, model.onnx, model.pt]")
 @click.option("--force", is_flag=True, help="Overwrite an existing destination.")
 @click.option("--int8", is_flag=True,
@@ -488,10 +517,11 @@ def export_cmd(model, fmt, out, force, int8, calib, classes):
 
 
 @main.command("demo-data")
-@click.argument("directory", type=click.Path(file_okay=False), default="data")
-@click.option("--n", type=click.IntRange(min=2), default=60, show_default=True, help="Number of images.")
-@click.option("--size", type=click.IntRange(min=32), default=128, show_default=True, help="Image side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Generator seed (same seed, same files).")
+@click.argument("directory", type=click.Path(file_okay=False), default=DEFAULTS.data)
+@click.option("--n", type=click.IntRange(min=2), default=DEMO_IMAGES, show_default=True, help="Number of images.")
+@click.option("--size", type=click.IntRange(min=STRIDE), default=DEMO_SIZE, show_default=True,
+              help="Image side in pixels.")
+@click.option("--seed", type=int, default=DEMO_SEED, show_default=True, help="Generator seed (same seed, same files).")
 @click.option("--force", is_flag=True, help="Write into a folder that is not empty (replaces codes.txt and valid.txt).")
 def demo_data(directory, n, size, seed, force):
     """Generate the demo data set: textured shapes on noisy backgrounds, 4 classes.
@@ -568,12 +598,15 @@ def _channels_line(report) -> str:
 @click.argument("model", type=click.Path())
 @click.option("--data", type=click.Path(), default=DEFAULTS.data, show_default=True,
               help="Data folder with images/ and masks/ (labelled like the training data).")
-@click.option("--split", type=click.Choice(["valid", "test", "all"]), default="valid", show_default=True,
-              help="valid: the training split's validation images; test: the layout's test split and test.txt's images (never trained on); all: every image.")
+@click.option("--split", type=click.Choice(SPLIT_CHOICES), default=EVAL_SPLIT, show_default=True,
+              help=describe_choices(SPLIT_CHOICES, {
+                  "valid": "the training split's validation images",
+                  "test": "the layout's test split and test.txt's images (never trained on)",
+                  "all": "every image"}) + ".")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False), default="exports/confusion.png", show_default=True,
               help="Where to save the confusion-matrix plot.")
-@click.option("--bs", type=click.IntRange(min=1), default=4, show_default=True, help="Images per batch.")
+@click.option("--bs", type=click.IntRange(min=1), default=EVAL_BS, show_default=True, help="Images per batch.")
 @click.option("--per-image", is_flag=True,
               help="Also write per_image.csv and per_image.json: per-class IoU, Dice and pixel counts of every image.")
 @click.option("--worst", type=click.IntRange(min=1),

@@ -32,13 +32,14 @@ def silent(message: str) -> None:
 WEIGHT_CHOICES = ("imagenet", "none")
 LAYOUT_CHOICES = ("auto", "images+masks", "camvid", "segnet", "voc", "coco", "cvat", "labelme")  # layouts.LAYOUTS + auto
 LOSS_CHOICES = ("ce", "dice", "ce+dice", "focal")  # fastseg.train.losses implements each
-CACHE_CHOICES = ("auto", "ram", "none")
+CACHE_CHOICES = ("auto", "ram", "none")  # fastseg.device.resolve_cache decides "auto"
 AUG_CHOICES = ("auto", "full", "flips", "none")  # fastseg.train.augment.seg_batch_tfms builds each
 PROGRESSIVE_CHOICES = ("auto", "on", "off")  # fastseg.train.progressive.progressive_size decides "auto"
 LOG_CHOICES = ("tensorboard", "mlflow", "wandb")  # fastseg.train.tracking.TRACKERS implements each
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fastseg.device.decide_precision decides "auto"
 # SMP's architectures (segmentation_models_pytorch.MODEL_ARCHITECTURES_MAPPING, checked by tests/test_model.py) less
 # DPT, which takes only ViT-style tu- encoders; listed here so `fastseg --help` needs no torch import.
+DEVICE_HINT = "auto, cpu, cuda, cuda:N or mps"  # fastseg.device.resolve_device's choices, here so --help needs no torch
 ARCH_CHOICES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN", "PSPNet",
                 "UPerNet", "Segformer")
 
@@ -376,6 +377,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 BACKEND_CHOICES = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino")  # fastseg.infer.backends builds each
 FORMAT_CHOICES = ("png", "coco", "cvat")  # fastseg.infer.prelabels writes coco and cvat
+EXPORT_FORMAT_CHOICES = ("safetensors", "onnx", "torchscript")  # fastseg.export.formats writes each
+SPLIT_CHOICES = ("valid", "test", "all")  # fastseg.infer.evaluate.select_split picks each
+DEMO_IMAGES = 60  # demo-data: enough for the 4 classes to be learnt from scratch in a few CPU minutes
+DEMO_SIZE = 128  # demo-data image side: small files, yet shapes large enough to segment
+DEMO_SEED = 0  # demo-data: same seed, same files
+EVAL_SPLIT = "valid"  # evaluate: images the model was not trained on, which every data set has
+EVAL_BS = 4  # evaluate runs whole (padded) images, not predict's tiles or fit's crops: a small batch bounds memory
 
 
 @dataclass(frozen=True)

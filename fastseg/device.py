@@ -17,7 +17,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.optimizer import OptimWrapper
 
-from .config import CACHE_CHOICES
+from .config import CACHE_CHOICES, DEVICE_HINT
 from .errors import ConfigError
 from .model import input_channels
 
@@ -35,9 +35,6 @@ CPU_BS_CAP = 16  # on CPU, per-image throughput is flat beyond ~8; bigger batche
 GPU_BS_CAP = 256  # beyond this, one-cycle schedules with small data sets get too few steps per epoch
 MEMORY_SHARE = 0.8  # --bs auto leaves this share of free memory for one training step; the rest is headroom
 SHORT_EPOCH_BATCHES = 64  # cached epochs shorter than this load in-process on CUDA (measured faster at 3 and 60)
-
-
-DEVICE_HINT = "auto, cpu, cuda, cuda:N or mps"
 
 
 def _mps_available() -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..config import DEMO_IMAGES, DEMO_SEED, DEMO_SIZE
 from ..errors import DataError
 from ..io import atomic_write_bytes, palette_for
 
@@ -67,7 +68,7 @@ def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     return img.clip(0, 255).astype(np.uint8), mask
 
 
-def make_demo_data(out: str | os.PathLike, n: int = 60, size: int = 128, seed: int = 0,
+def make_demo_data(out: str | os.PathLike, n: int = DEMO_IMAGES, size: int = DEMO_SIZE, seed: int = DEMO_SEED,
                    n_valid: int | None = None, force: bool = False) -> Path:
     """Write ``n`` image/mask pairs into ``out`` (images/, masks/, codes.txt, valid.txt).
 

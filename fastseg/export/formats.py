@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..card import ModelCard
-from ..config import Notify, silent
+from ..config import EXPORT_FORMAT_CHOICES, Notify, silent
 from ..errors import ConfigError, ModelError
 from ..io import atomic_path, atomic_write_bytes
 from ..model import input_channels
@@ -22,7 +22,7 @@ from ..model import input_channels
 __all__ = ["export_learner", "learner_card", "FORMATS", "ExportResult", "export_model", "write_onnx",
            "write_torchscript", "export_bundle_beside", "ONNX_TOLERANCE"]
 
-FORMATS = ("safetensors", "onnx", "torchscript")
+FORMATS = EXPORT_FORMAT_CHOICES
 ONNX_TOLERANCE = 1e-3  # max |logit diff| ONNX Runtime vs torch; float32 reorderings give ~1e-6
 SAMPLE = (2, 96, 128)  # check input (batch, height, width): unlike the export trace's, to exercise dynamic axes
 

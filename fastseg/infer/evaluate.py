@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Notify, PredictConfig, silent
+from ..config import EVAL_BS, EVAL_SPLIT, SPLIT_CHOICES, Notify, PredictConfig, silent
 from ..data.dataset import DataSpec, discover
 from ..errors import DataError
 from .per_image import PerImage, cleaned_confusions, per_image_scores, write_details
 
 __all__ = ["EvalResult", "SPLITS", "select_split", "evaluate"]
 
-SPLITS = ("valid", "test", "all")
+SPLITS = SPLIT_CHOICES
 
 
 @dataclass
@@ -50,8 +50,8 @@ def select_split(spec: DataSpec, split: str) -> list:
     return list(spec.test)
 
 
-def evaluate(model: str | Path, data: str | Path, split: str = "valid", plot: str | Path | None = None,
-             bs: int = 4, details: str | Path | None = None, worst: int = 0, notify: Notify = silent,
+def evaluate(model: str | Path, data: str | Path, split: str = EVAL_SPLIT, plot: str | Path | None = None,
+             bs: int = EVAL_BS, details: str | Path | None = None, worst: int = 0, notify: Notify = silent,
              post: PredictConfig | None = None, classes: list[str] | None = None) -> EvalResult:
     """Scores of the exported ``model`` on ``split`` of ``data``; optionally the confusion-matrix PNG, and in
     folder ``details`` the per-image scores (per_image.csv/.json) and a gallery of the ``worst`` images.
