@@ -74,3 +74,15 @@ def test_cli_retypes_no_default_or_choice_list():
     # defaults only these commands have (where plots and masks go), so defined once, here
     assert literals <= {'"exports/lr_find.png"', '"predictions"', '"exports/confusion.png"'}
     assert not re.findall(r"\[default: [0-9]", source), "a number in [default: ...] belongs in fastseg.config"
+
+
+def test_readme_fit_table_shows_the_defaults_help_shows():
+    """The README's table of fit options is hand-picked, but its defaults come from the same place as --help."""
+    import re
+
+    readme = (DOC.parent.parent / "README.md").read_text()
+    table = readme.split("| option | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| ([^|]*) \|", table, re.M)
+    assert len(rows) >= 10
+    for name, shown in rows:
+        assert shown.strip().strip("`") == (option_default(_option("fit", name)) or "none"), name
