@@ -98,7 +98,7 @@ def data_model_options(f):
                      help=f"Training crop side, a multiple of {STRIDE}.  [default: min(256, smallest image side)]"),
         click.option("--arch", metavar="ARCH",
                      help=f"SMP architecture: {', '.join(ARCH_CHOICES)} (any case).  [default: {DEFAULTS.arch}]"),
-        click.option("--encoder", help=f"SMP encoder name, or tu-<timm model> (with --weights none or a file).  "
+        click.option("--encoder", help=f"SMP encoder name, or tu-<timm model> (timm's own ImageNet weights with --weights imagenet).  "
                                        f"[default: {DEFAULTS.encoder}]"),
         click.option("--weights", help=f"Encoder weights: {', '.join(WEIGHT_CHOICES)}, or a .pth/.safetensors file.  "
                                        f"[default: {DEFAULTS.weights}]"),

@@ -48,7 +48,7 @@ ARCH_CHOICES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3", "DeepLabV3Plus", "Li
 class FitConfig:
     data: str = "data"  # the embedded demo set, so `fastseg fit` works out of the box
     epochs: int = 25  # the reference run's length; enough for the demo set to converge from scratch
-    lr: float | str = "auto"  # "auto" runs the LR finder (between its valley and minimum suggestions)
+    lr: float | str = "auto"  # "auto" runs the LR finder and takes its 'minimum' suggestion (docs/decisions.md)
     bs: int | str = 8  # fits a 256 px Unet-b0 on CPU RAM and any GPU; bs 4 was tried on ISBI: noisier BatchNorm, no gain
     size: int | None = None  # None: min(256, smallest image side) rounded down to a multiple of 32
     encoder: str = "timm-efficientnet-b0"  # small, fast, strong ImageNet encoder (the reference run)
@@ -141,6 +141,9 @@ class FitConfig:
         if self.class_weights is not None:
             weights = parse_class_weights(self.class_weights)
             object.__setattr__(self, "class_weights", weights)
+            if self.loss == "focal":  # SMP's FocalLoss takes no class weights: they would be silently ignored
+                raise ConfigError("class_weights apply to the ce, dice and ce+dice losses; focal takes none "
+                                  "(choose another --loss, or drop --class-weights)")
         object.__setattr__(self, "log", parse_log(self.log))
 
     @property

@@ -42,3 +42,11 @@ def test_loss_decodes_for_learn_predict():
     x = torch.randn(1, 3, 4, 4)
     assert torch.equal(loss.decodes(x), x.argmax(1))
     assert torch.allclose(loss.activation(x).sum(1), torch.ones(1, 4, 4))
+
+
+def test_class_weights_with_focal_loss_are_refused_not_ignored():
+    from fastseg.config import FitConfig
+
+    with pytest.raises(ConfigError, match="class_weights apply to the ce, dice and ce\\+dice losses; focal takes none"):
+        FitConfig(loss="focal", class_weights="1,5")
+    assert FitConfig(loss="ce", class_weights="1,5").class_weights == (1.0, 5.0)
