@@ -92,7 +92,7 @@ def train_model(work: Path, data: Path, epochs: int, bs: int) -> Path:
 
 
 def ensure_int8(pkl: Path, calib: str | None) -> None:
-    from fastseg.export.formats import export_model
+    from fastseg import export_model
     from fastseg.export.quantize import int8_path_for
 
     if int8_path_for(pkl).is_file():

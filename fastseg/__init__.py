@@ -21,7 +21,7 @@ __all__ = [
 _LAZY = {  # public name -> the module that defines it
     "fit": "fastseg.pipeline", "lr_find": "fastseg.pipeline", "resume": "fastseg.pipeline",
     "load": "fastseg.infer.predictor", "Predictor": "fastseg.infer.predictor", "PredictConfig": "fastseg.config",
-    "export_model": "fastseg.export.formats", "discover": "fastseg.data.dataset",
+    "export_model": "fastseg.pipeline", "discover": "fastseg.data.dataset",
     "make_demo_data": "fastseg.data.demo", "evaluate": "fastseg.infer.evaluate",
 }
 

@@ -498,7 +498,7 @@ def export_cmd(model, fmt, out, force, int8, calib, classes):
       fastseg export exports/model.pkl --format onnx
       fastseg export exports/model.pkl --format safetensors --out exports/safe --force
     """
-    from .export.formats import export_model
+    from .pipeline import export_model
 
     res = export_model(model, fmt, out=out, force=force, int8=int8, calib=calib, notify=_notify,
                        classes=_parse_classes(classes))

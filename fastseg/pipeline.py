@@ -1,4 +1,5 @@
-"""The whole ``fastseg fit`` job: plan, train, finish; and its siblings ``resume``, ``lr_find``, ``plan_fit``.
+"""The whole ``fastseg fit`` job: plan, train, finish; and its siblings ``resume``, ``lr_find``, ``plan_fit``,
+``export_model``.
 
 ``fit(cfg)`` prepares the run (fastseg.train.loop: data, model, ``RunPlan``, learner) and shows the plan,
 makes the run folder (config.json, plan.json), finds the learning rate, trains the plan's phases with a
@@ -27,7 +28,7 @@ from .train.loop import LRFindResult, Session, Trained, best_scores, checkpoints
 from .train.plan import RunPlan, read_plan
 from .train.runs import RunState
 
-__all__ = ["FitResult", "fit", "resume", "lr_find", "plan_fit", "PLAN_FILE"]
+__all__ = ["FitResult", "fit", "resume", "lr_find", "plan_fit", "export_model", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
 
@@ -119,7 +120,7 @@ def lr_find(cfg: FitConfig, notify: Notify = silent, plot: str | Path | None = N
     finally:
         shutil.rmtree(session.learn.path, ignore_errors=True)
     if plot is not None:
-        from .report.plots import plot_lr_find
+        from .figures import plot_lr_find
 
         plot_lr_find(result, plot)
     return result
@@ -143,6 +144,17 @@ def resume(run: str | Path, notify: Notify = silent, export: str | Path | None =
     if export is not None:
         cfg = cfg.replace(export=str(Path(export).absolute()))
     return _guarded(cfg, notify, Path(run), progress)
+
+
+def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False,
+                 int8: bool = False, calib: str | Path | None = None, notify: Notify = silent,
+                 classes: list[str] | None = None):
+    """``fastseg export``: ``fastseg.export.formats.export_model``, an int8 model measured against fp32 by the
+    inference stage (``fastseg.infer.agreement.int8_agreement``)."""
+    from .export.formats import export_model as convert
+    from .infer.agreement import int8_agreement
+
+    return convert(model, fmt, out, force, int8, calib, notify, classes, int8_check=int8_agreement)
 
 
 def _guarded(cfg: FitConfig, notify: Notify, resume_dir: Path | None, progress: bool) -> FitResult:
@@ -242,7 +254,7 @@ def _learning_rate(session: Session, notify: Notify) -> LRFindResult | None:
         found = find_lr(session)
         session.plan = plan.with_lr(found.lr, "LR finder: minimum / 10")
         if is_main_process():
-            from .report.plots import plot_lr_find
+            from .figures import plot_lr_find
 
             plot_lr_find(found, run / "lr_find.png")
         notify(f"LR finder: {time.perf_counter() - t0:.0f} s")

@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from .images import _OPEN_ERRORS, EIGHT_BIT_MODES, Scaling, _open_error, image_size, upright
+from .images import _OPEN_ERRORS, EIGHT_BIT_MODES, Scaling, _open_error, image_size, read_image, scaled_uint8, upright
 
 __all__ = ["MAX_CHANNELS", "TIFF_EXTS", "STD_FLOOR", "ImageFacts", "tiff_reason", "tiff_size", "to_hwc",
-           "read_channels", "image_facts", "channel_stats", "model_input", "display_rgb"]
+           "read_channels", "image_facts", "channel_stats", "model_input", "load_image", "display_rgb"]
 
 MAX_CHANNELS = 16  # an axis this short holds channels, not pixels (multiplex microscopy, multispectral bands)
 TIFF_EXTS = (".tif", ".tiff")
@@ -193,6 +193,27 @@ def model_input(src, scaling: Scaling) -> np.ndarray:
         raise DataError(f"{name}: {arr.shape[-1]} channel(s), but the model takes {scaling.channels} "
                         "(give it images with the channels it was trained on)")
     return np.ascontiguousarray(scaling.to_float(arr))
+
+
+def load_image(src, scaling: Scaling | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB, upright (EXIF), from a path, PIL image or array (grey, RGBA and palettes
+    converted; 16-bit and float values by the model's ``scaling``, None: per image as old models did).
+    A model that reads channel by channel (``scaling.channels``) gets H x W x C float32 in 0-255 instead."""
+    if scaling is not None and scaling.channels is not None:
+        return model_input(src, scaling)
+    if isinstance(src, np.ndarray):
+        arr = src
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        return np.ascontiguousarray(scaled_uint8(arr[..., :3], scaling), dtype=np.uint8)
+    if not isinstance(src, Image.Image):
+        return read_image(src, scaling)  # the same decoding as training (scaling, EXIF, alpha, palettes)
+    if src.mode not in EIGHT_BIT_MODES:
+        return load_image(np.asarray(upright(src)), scaling)  # 16-bit / float: scaled like files
+    try:
+        return np.asarray(upright(src).convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{src}: cannot convert image ({e.__class__.__name__}: {e})") from None
 
 
 def display_rgb(arr: np.ndarray) -> np.ndarray:

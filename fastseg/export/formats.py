@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,9 +19,14 @@ from ..config import EXPORT_FORMAT_CHOICES, Notify, silent
 from ..errors import ConfigError, ModelError
 from ..io import atomic_path, atomic_write_bytes
 from ..model import input_channels
+from .onnx import ONNX_MISSING, ONNX_OPSET, onnx_available, onnx_session, torch_to_onnx_bytes
 
 __all__ = ["export_learner", "learner_card", "FORMATS", "ExportResult", "export_model", "write_onnx",
-           "write_torchscript", "export_bundle_beside", "ONNX_TOLERANCE"]
+           "write_torchscript", "export_bundle_beside", "ONNX_TOLERANCE", "Int8Check"]
+
+# (fp32 torch model, its card, the int8 ONNX graph, images, source for errors) -> the int8 graph's agreement with
+# fp32 masks as ``fastseg.infer.agreement.measure_agreement`` gives it: inference, which runs after export
+Int8Check = Callable[[torch.nn.Module, ModelCard, bytes, list, str], dict]
 
 FORMATS = EXPORT_FORMAT_CHOICES
 ONNX_TOLERANCE = 1e-3  # max |logit diff| ONNX Runtime vs torch; float32 reorderings give ~1e-6
@@ -124,19 +130,22 @@ def _check_out(model: Path, dest: Path, fmt: str) -> None:
 
 def export_model(model: str | Path, fmt: str, out: str | Path | None = None, force: bool = False,
                  int8: bool = False, calib: str | Path | None = None, notify: Notify = silent,
-                 classes: list[str] | None = None) -> ExportResult:
+                 classes: list[str] | None = None, int8_check: Int8Check | None = None) -> ExportResult:
     """Convert a fastseg model (.pkl, bundle, .pt; or a folder SMP's save_pretrained wrote, whose class names
     ``classes`` gives) to ``fmt``: a safe bundle, ONNX or TorchScript.
 
     ``int8`` (ONNX only): the statically quantised model, calibrated on the model's training images (or
-    ``calib``'s), written to ``model.int8.onnx`` by default (see ``fastseg.export.quantize``)."""
+    ``calib``'s), written to ``model.int8.onnx`` by default (see ``fastseg.export.quantize``), with its
+    agreement with fp32 as ``int8_check`` measures it (``fastseg.export_model`` passes the inference stage's)."""
     from .bundle import write_bundle
-    from ..infer.predictor import load
+    from .read import model_kind, read_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     if (int8 or calib is not None) and fmt != "onnx":
         raise ConfigError("--int8 and --calib apply to --format onnx only")
+    if int8 and int8_check is None:
+        raise ConfigError("an int8 export needs int8_check to measure it against fp32; use fastseg.export_model")
     model = Path(model)
     dest = Path(out) if out is not None else _default_out(model, fmt)
     if int8 and out is None:
@@ -148,23 +157,20 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
         raise ModelError(f"{dest}: already exists (use --force to overwrite)")
     if model.suffix.lower() == ".onnx":
         raise ModelError(f"{model}: cannot convert from ONNX (export from the .pkl or the bundle folder)")
-    predictor = load(model, backend="torch", notify=notify, classes=classes)  # notify: the pickle notice for a .pkl
-    if predictor.model is None:
-        raise ModelError(f"{model}: has no torch model to export")
-    net = predictor.model.cpu().eval().float()
+    net, card = read_model(model, model_kind(model, classes), notify, classes)  # notify: the pickle notice for a .pkl
+    net = net.cpu().eval().float()
+    card = ModelCard.from_meta(card.to_dict(), card.codes, card.mean, card.std, net)  # the input rule of the module
     if fmt == "safetensors":
-        return ExportResult(write_bundle(net, predictor.card, dest, force=force), fmt)
+        return ExportResult(write_bundle(net, card, dest, force=force), fmt)
     if fmt == "onnx" and int8:
-        return write_onnx_int8(predictor, dest, calib)
+        return write_onnx_int8(net, card, dest, calib, int8_check)
     if fmt == "onnx":
-        return write_onnx(net, predictor.card, dest)
-    return write_torchscript(net, predictor.card, dest)
+        return write_onnx(net, card, dest)
+    return write_torchscript(net, card, dest)
 
 
 def write_onnx(net: torch.nn.Module, card: ModelCard, dest: Path) -> ExportResult:
     """ONNX with dynamic batch/height/width and the model card in its metadata, verified in onnxruntime."""
-    from ..infer.backends import ONNX_MISSING, ONNX_OPSET, onnx_available, onnx_session, torch_to_onnx_bytes
-
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -198,23 +204,20 @@ def _with_info(data: bytes, card: ModelCard) -> bytes:
     return proto.SerializeToString()
 
 
-def write_onnx_int8(predictor, dest: Path, calib: str | Path | None = None) -> ExportResult:
-    """The int8 ONNX model, calibrated, then compared with the fp32 masks on validation images; its
-    metadata records both and the fp32 weights' fingerprint (``fastseg.export.quantize``)."""
-    from ..infer.agreement import AGREEMENT_IMAGES, measure_agreement
-    from ..infer.backends import ONNX_OPSET, OnnxBackend, onnx_session, torch_to_onnx_bytes
+def write_onnx_int8(net: torch.nn.Module, card: ModelCard, dest: Path, calib: str | Path | None,
+                    int8_check: Int8Check) -> ExportResult:
+    """The int8 ONNX model, calibrated, then compared with the fp32 masks on validation images (``int8_check``);
+    its metadata records both and the fp32 weights' fingerprint (``fastseg.export.quantize``)."""
     from .quantize import QUANT_METHOD, calibration_images, quantize_int8, weights_fingerprint
 
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ModelError(f"{dest}: onnx is not installed (pip install 'fastseg[onnx]')") from None
-    net, card = predictor.model, predictor.card
-    train, valid, where = calibration_images(predictor.meta, calib)
+    train, valid, where = calibration_images(card.to_dict(), calib)
     fp32 = torch_to_onnx_bytes(net, ONNX_OPSET, card.fit_side(64), source=str(dest), channels=card.in_channels)
-    data = quantize_int8(fp32, predictor, train)
-    backend = OnnxBackend(onnx_session(data, source=str(dest)), name="onnx-int8")
-    found = measure_agreement(predictor, valid[:AGREEMENT_IMAGES], {"onnx-int8": backend})
+    data = quantize_int8(fp32, card, train)
+    found = int8_check(net, card, data, valid, str(dest))
     quant = {"method": QUANT_METHOD, "calibration": where, "agreement": found["backends"]["onnx-int8"],
              "agreement_images": found["images"], "weights_sha256": weights_fingerprint(net)}
     data = _with_info(data, card.replace(opset=ONNX_OPSET, quantization=quant))

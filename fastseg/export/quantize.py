@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..card import ModelCard
 from ..constants import STRIDE
 from ..errors import ModelError
 
@@ -69,25 +70,31 @@ def calibration_images(meta: dict, calib: str | Path | None) -> tuple[list[Path]
     return train, valid, f"{len(train)} training images from {data}"
 
 
-def _calibration_arrays(predictor, images: list[Path]) -> list[np.ndarray]:
+def _calibration_arrays(card: ModelCard, images: list[Path]) -> list[np.ndarray]:
     """Normalised 1 x channels x s x s centre crops (s a multiple of 32, at most ``CALIB_MAX_SIDE``), decoded
     as the model reads its inputs."""
+    from ..data.channels import load_image
+    from ..data.images import Scaling
+
+    scaling = Scaling.from_dict(card.scaling)
+    mean = torch.as_tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.as_tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
     out = []
     for path in images:
-        img = predictor.read(path)
+        img = load_image(path, scaling)
         h, w = img.shape[:2]
         s = min(h, w, CALIB_MAX_SIDE) // STRIDE * STRIDE
         if s < 32:
             continue
         top, left = (h - s) // 2, (w - s) // 2
         x = torch.from_numpy(np.array(img[top:top + s, left:left + s])).permute(2, 0, 1)[None].float() / 255
-        out.append(((x - predictor.mean.cpu()) / predictor.std.cpu()).numpy())
+        out.append(((x - mean) / std).numpy())
     if not out:
         raise ModelError("no calibration image is at least 32 px on each side")
     return out
 
 
-def quantize_int8(onnx_fp32: bytes, predictor, images: list[Path]) -> bytes:
+def quantize_int8(onnx_fp32: bytes, card: ModelCard, images: list[Path]) -> bytes:
     """The fp32 ONNX graph as a statically quantised int8 QDQ graph, calibrated on ``images``."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -103,7 +110,7 @@ def quantize_int8(onnx_fp32: bytes, predictor, images: list[Path]) -> bytes:
             x = next(self._it, None)
             return None if x is None else {"input": x}
 
-    reader = Reader(_calibration_arrays(predictor, images))
+    reader = Reader(_calibration_arrays(card, images))
     with tempfile.TemporaryDirectory(prefix="fastseg-int8-") as tmp:
         src, pre, out = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(onnx_fp32)

@@ -14,11 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends import AGREEMENT_MIN, ModelSource, build_backend, openvino_available
+from .backends import AGREEMENT_MIN, ModelSource, OnnxBackend, build_backend, onnx_session, openvino_available
 from ..errors import FastsegError
 
 __all__ = ["AGREEMENT_IMAGES", "AGREEMENT_MIN", "mask_agreement", "measure_agreement", "reduced_backends",
-           "record_agreement"]
+           "record_agreement", "int8_agreement"]
 
 AGREEMENT_IMAGES = 8  # validation images compared: a 512 px image alone has 262k pixels; bounds the cost at fit end
 
@@ -73,3 +73,13 @@ def record_agreement(learn, images: Sequence[Path]) -> dict:
     found = measure_agreement(predictor, images, reduced_backends(predictor))
     learn.fastseg_info.meta["agreement"] = found
     return found
+
+
+def int8_agreement(model, card, int8_onnx: bytes, images: Sequence[Path], source: str) -> dict:
+    """At ``fastseg export --int8``: ``measure_agreement`` of the int8 ONNX graph with the fp32 torch ``model``
+    on up to ``AGREEMENT_IMAGES`` of ``images`` (``fastseg.export.formats.Int8Check``)."""
+    from .predictor import Predictor
+
+    predictor = Predictor(model=model, codes=list(card.codes), mean=card.mean, std=card.std, meta=card.to_dict())
+    backend = OnnxBackend(onnx_session(int8_onnx, source=source), name="onnx-int8")
+    return measure_agreement(predictor, list(images)[:AGREEMENT_IMAGES], {"onnx-int8": backend})

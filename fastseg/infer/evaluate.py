@@ -76,7 +76,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = EVAL_SPLIT, plot:
     cm = images.confusion
     out = None
     if plot is not None:
-        from ..report.plots import plot_confusion
+        from ..figures import plot_confusion
 
         out = plot_confusion(cm, spec.codes, plot)
     files = write_details(predictor, samples, images, spec.decoder, details, worst, post=post) \

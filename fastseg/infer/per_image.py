@@ -139,7 +139,7 @@ def save_worst(predictor, samples: Sequence, result: PerImage, decoder, k: int, 
                post: PredictConfig | None = None) -> Path | None:
     """A gallery PNG of the ``k`` worst images: image | truth | prediction (post-processed as ``post`` says) |
     errors; None when there are none."""
-    from ..report.plots import plot_gallery
+    from ..figures import plot_gallery
 
     picks = worst_indices(result.rows, k)
     if not picks:

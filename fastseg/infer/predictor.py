@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,13 +26,14 @@ from PIL import Image, UnidentifiedImageError
 
 from .backends import (ModelSource, OnnxBackend, OpenVinoBackend, TorchBackend, choose_backend, onnx_file_backend,
                        onnx_session)
-from ..card import REQUIRED, ModelCard
+from ..card import ModelCard
 from ..config import Notify, PredictConfig, silent
 from ..constants import IMAGE_EXTS, STRIDE
 from ..device import resolve_num_workers
 from ..errors import ConfigError, DataError, ModelError
-from ..data.channels import display_rgb, model_input, tiff_size
-from ..data.images import EIGHT_BIT_MODES, Scaling, no_pixel_limit, read_image, scaled_uint8, too_large_reason, upright
+from ..data.channels import display_rgb, load_image, tiff_size
+from ..data.images import Scaling, no_pixel_limit, too_large_reason
+from ..export.read import MODEL_KINDS, card_from_text, model_kind, read_model
 from ..io import atomic_write_bytes, palette_for
 from ..metrics import class_argmax
 from .outputs import BackgroundWriter, OutputFolder, output_files, prepare_outputs
@@ -42,31 +42,7 @@ from .prelabels import open_labels
 from .tiling import tiled_rows
 
 __all__ = ["Predictor", "Prediction", "load", "collect_inputs", "load_image", "save_mask", "save_probs",
-           "predict_paths", "write_predictions", "PredictReport"]
-
-MODEL_KINDS = ("a bundle folder (fastseg.json + model.safetensors, or SMP's config.json + model.safetensors), .onnx, "
-               "TorchScript .pt/.ts or a fastai .pkl")
-
-
-def load_image(src, scaling: Scaling | None = None) -> np.ndarray:
-    """HxWx3 uint8 RGB, upright (EXIF), from a path, PIL image or array (grey, RGBA and palettes
-    converted; 16-bit and float values by the model's ``scaling``, None: per image as old models did).
-    A model that reads channel by channel (``scaling.channels``) gets H x W x C float32 in 0-255 instead."""
-    if scaling is not None and scaling.channels is not None:
-        return model_input(src, scaling)
-    if isinstance(src, np.ndarray):
-        arr = src
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        return np.ascontiguousarray(scaled_uint8(arr[..., :3], scaling), dtype=np.uint8)
-    if not isinstance(src, Image.Image):
-        return read_image(src, scaling)  # the same decoding as training (scaling, EXIF, alpha, palettes)
-    if src.mode not in EIGHT_BIT_MODES:
-        return load_image(np.asarray(upright(src)), scaling)  # 16-bit / float: scaled like files
-    try:
-        return np.asarray(upright(src).convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{src}: cannot convert image ({e.__class__.__name__}: {e})") from None
+           "predict_paths", "write_predictions", "PredictReport", "MODEL_KINDS"]
 
 
 def _peek_size(src, allow_large: bool = False) -> tuple[int, int]:
@@ -328,97 +304,17 @@ def load(path: str | os.PathLike, backend: str = "auto", notify: Notify = silent
     counts too); any other ``BACKEND_CHOICES`` name forces one. Only a ``.pkl`` is unpickled (that runs
     code from the file, and ``notify`` says so); any other file is refused unread.
     """
-    from ..export.bundle import is_bundle, read_bundle
-
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: model file not found")
-    if is_bundle(path):
-        model, card = read_bundle(path, list(classes) if classes is not None else None, notify)
-        return Predictor._with_backend(model, card, backend, origin=path)
-    if path.is_dir():
-        raise ModelError(f"{path}: folder without fastseg.json (expected {MODEL_KINDS})")
-    if classes is not None:
-        raise ConfigError(f"{path}: --classes names the outputs of an SMP model folder only; this model names its own")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    kind = model_kind(path, classes)
+    if kind == "onnx":
         return _load_onnx(path, backend)
-    if suffix == ".pkl":
-        notify(_pickle_warning(path))
-        return _load_pkl(path, backend)
-    if _is_torchscript(path):  # by content, whatever the suffix (.pt, .ts, .torchscript, ...)
-        return _load_torchscript(path, backend)
-    raise ModelError(_not_a_model(path))
-
-
-def _is_torchscript(path: Path) -> bool:
-    """A zip archive with TorchScript's ``code/`` folder and ``constants.pkl`` (torch.save archives have neither)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    parts = [n.split("/", 1) for n in names if "/" in n]
-    return any(rest.startswith("code/") for _, rest in parts) and any(rest == "constants.pkl" for _, rest in parts)
-
-
-def _pickle_warning(path: Path) -> str:
-    from ..export.bundle import bundle_path_for, is_bundle
-
-    bundle = bundle_path_for(path)
-    safe = (f"the bundle {bundle} loads without running any" if is_bundle(bundle) else
-            f"`fastseg export {path} --format safetensors` writes a bundle that loads without running any")
-    return f"Warning: {path} is a pickle: loading it runs code stored in the file (load only files you trust); {safe}"
-
-
-def _not_a_model(path: Path) -> str:
-    """Why ``path`` is refused, and what to load instead (a run's checkpoint: the run's exported model)."""
-    import json
-
-    from ..export.bundle import bundle_path_for, is_bundle
-
-    config = path.parent / "config.json"
-    if path.suffix.lower() == ".pth" and config.is_file():
-        try:
-            export = Path(json.loads(config.read_text())["export"])
-        except (OSError, ValueError, KeyError, TypeError):
-            export = None
-        if export is not None:
-            bundle = bundle_path_for(export)
-            use = (f"use the run's exported model {bundle}" if is_bundle(bundle) else
-                   f"use the run's exported model {export}" if export.is_file() else
-                   f"finish the run (`fastseg fit --resume {path.parent}`) to export its model")
-            return f"{path}: a training checkpoint, not a model fastseg loads; {use}"
-    why = " (a .pth/.pt checkpoint holds weights, not the model)" if path.suffix.lower() in (".pth", ".pt") else ""
-    return f"{path}: not a model fastseg loads{why}; expected {MODEL_KINDS}"
-
-
-def _load_pkl(path: Path, backend: str) -> Predictor:
-    from fastai.learner import load_learner
-
-    try:
-        with warnings.catch_warnings():  # fastai's pickle notice: the caller's notify has said it already
-            warnings.filterwarnings("ignore", message="load_learner` uses Python's insecure pickle")
-            learn = load_learner(path, cpu=not torch.cuda.is_available())
-    except Exception as e:
-        raise ModelError(f"{path}: not a readable fastai export ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    if not (hasattr(learn, "dls") and hasattr(learn, "model")):
-        raise ModelError(f"{path}: a pickle, but not a fastai Learner export (expected {MODEL_KINDS})")
-    return Predictor.from_learner(learn, backend=backend, origin=path)
-
-
-def _card_from(text: str | None, path: Path) -> ModelCard:
-    import json
-
-    try:
-        info = json.loads(text or "")
-    except json.JSONDecodeError:
-        info = None
-    if not isinstance(info, dict) or any(k not in info for k in REQUIRED):
-        raise ModelError(f"{path}: has no fastseg metadata (export it with `fastseg export`)")
-    return ModelCard.from_dict(info, path)
+    if kind == "torchscript" and backend == "onnx":
+        raise ConfigError(f"{path}: a TorchScript model runs in torch only (use backend auto or torch)")
+    model, card = read_model(path, kind, notify, classes)
+    if kind == "torchscript":  # runs in torch as it was traced
+        return Predictor(model=model, codes=list(card.codes), mean=card.mean, std=card.std, meta=card.to_dict(),
+                         backend_note="torchscript")
+    return Predictor._with_backend(model, card, backend, origin=path)
 
 
 def _load_onnx(path: Path, backend: str) -> Predictor:
@@ -426,23 +322,10 @@ def _load_onnx(path: Path, backend: str) -> Predictor:
         raise ConfigError(f"{path}: an .onnx model runs in onnxruntime or OpenVINO only (use backend auto, onnx, "
                           "onnx-int8 or openvino)")
     session = onnx_session(str(path), source=str(path))
-    card = _card_from(session.get_modelmeta().custom_metadata_map.get("fastseg"), path)
+    card = card_from_text(session.get_modelmeta().custom_metadata_map.get("fastseg"), path)
     runner, note = onnx_file_backend(str(path), session, card.to_dict(), backend)
     return Predictor(model=None, codes=list(card.codes), mean=card.mean, std=card.std, meta=card.to_dict(),
                      backend=runner, backend_note=note)
-
-
-def _load_torchscript(path: Path, backend: str) -> Predictor:
-    if backend == "onnx":
-        raise ConfigError(f"{path}: a TorchScript model runs in torch only (use backend auto or torch)")
-    extra = {"fastseg.json": ""}
-    try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as e:  # torch raises RuntimeError/ValueError/... for non-TorchScript files
-        raise ModelError(f"{path}: not a readable TorchScript model ({e.__class__.__name__})") from None
-    card = _card_from(extra["fastseg.json"], path)
-    return Predictor(model=module, codes=list(card.codes), mean=card.mean, std=card.std, meta=card.to_dict(),
-                     backend_note="torchscript")
 
 
 def collect_inputs(inputs: Iterable[str], recursive: bool = False) -> list[tuple[Path, Path]]:

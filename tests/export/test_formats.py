@@ -116,3 +116,15 @@ def test_written_files_get_umask_permissions_not_private(tmp_path):
 
     f = atomic_write_bytes(tmp_path / "x.bin", b"1")
     assert os.stat(f).st_mode & 0o777 == default_mode(0o666)
+
+
+def test_int8_export_without_its_fp32_check_is_refused(tmp_path):
+    """The int8 agreement is measured by inference, a later stage: the export stage takes it as ``int8_check``."""
+    import fastseg
+    from fastseg.errors import ConfigError
+    from fastseg.export.formats import export_model
+
+    with pytest.raises(ConfigError, match="an int8 export needs int8_check to measure it against fp32; "
+                                          "use fastseg.export_model"):
+        export_model(tmp_path / "model.pkl", "onnx", int8=True)
+    assert fastseg.export_model.__module__ == "fastseg.pipeline"

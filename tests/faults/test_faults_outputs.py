@@ -49,11 +49,12 @@ def predictor() -> Predictor:
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     """A TorchScript model file as `fastseg export` writes it (no training needed)."""
+    from fastseg.card import ModelCard
     from fastseg.export.formats import write_torchscript
 
     # the metadata must pass the bundle checks (a real encoder name); the module itself is a 1x1 convolution
     info = {"arch": "Unet", "encoder": "timm-efficientnet-b0", "codes": CODES, "mean": [0.5] * 3, "std": [0.25] * 3}
-    return write_torchscript(tiny_net(), info, tmp_path_factory.mktemp("model") / "tiny.pt").path
+    return write_torchscript(tiny_net(), ModelCard.from_dict(info), tmp_path_factory.mktemp("model") / "tiny.pt").path
 
 
 def images(folder: Path, names, size=(40, 32)) -> Path:

@@ -250,7 +250,7 @@ def test_fit_records_the_fast_backends_agreement_and_the_data_folder(trained, ti
 def test_int8_export_runs_agrees_and_is_found_beside_its_model(trained, tmp_path):
     import shutil
 
-    from fastseg.export.formats import export_model
+    from fastseg import export_model
     from fastseg.infer.predictor import load
 
     pkl = tmp_path / "model.pkl"
