@@ -219,6 +219,7 @@ def _run(cfg: FitConfig, notify: Notify, resume_dir: Path | None, where: _Where,
         where.resumed, where.total = state.epoch, state.total_epochs
     # Data and model errors (bad encoder, unreadable weights) come before the run folder is made.
     session = prepare(cfg, notify, plan=saved, workdir=resume_dir or Path(cfg.runs_dir), started=started)
+    session.seconds["prepare"] = time.perf_counter() - started  # data, model, plan (with its probes)
     if not progress:
         hide_bars(session.learn)  # no redrawn bars in log files; EpochLines reports each epoch instead
     fingerprint = data_fingerprint(session.spec)
@@ -257,7 +258,8 @@ def _learning_rate(session: Session, notify: Notify) -> LRFindResult | None:
             from .figures import plot_lr_find
 
             plot_lr_find(found, run / "lr_find.png")
-        notify(f"LR finder: {time.perf_counter() - t0:.0f} s")
+        session.seconds["lr_find"] = time.perf_counter() - t0
+        notify(f"LR finder: {session.seconds['lr_find']:.0f} s")
     if is_main_process():
         write_json(run / PLAN_FILE, json.loads(session.plan.to_json()))
     notify(f"learning rate {session.plan.lr:.2e} ({session.plan.why.get('lr', '')})")
@@ -278,18 +280,22 @@ def _train_and_finish(session: Session, found, fingerprint: dict, where: _Where,
         notify(f"{run}: every epoch is trained; finishing the run (export, metrics.json, plots)")
     else:
         extra = [*trackers.cbs, *([] if progress else [EpochLines(notify, plan.total_epochs)])]
+        t0 = time.perf_counter()
         with trackers:
             trained.ranks = train(session, trained, extra, notify)
+        session.seconds["train"] = time.perf_counter() - t0
     where.finishing = True
+    t0 = time.perf_counter()
     with trackers:
-        result = _finish(session, trained, found, notify)
+        result = _finish(session, trained, found, notify, t0)
         trackers.finish(summary_for_trackers(result, result.outputs))
     if not is_main_process():
         shutil.rmtree(session.learn.path, ignore_errors=True)
     return result
 
 
-def _finish(session: Session, trained: Trained, found: LRFindResult | None, notify: Notify) -> FitResult:
+def _finish(session: Session, trained: Trained, found: LRFindResult | None, notify: Notify,
+            started: float) -> FitResult:
     """Load the best epoch's weights; rank 0 exports them into the run folder, writes metrics.json, the plots
     and the report, copies the model to ``--export``, and marks the run finished (finished.json, last)."""
     from .train.runs import resume_command
@@ -306,7 +312,7 @@ def _finish(session: Session, trained: Trained, found: LRFindResult | None, noti
         return result
     epochs = len(trained.last.cms)
     try:
-        _write_outputs(session, result, {"epoch": epochs - 1, **final}, trained.last.cms[best_epoch], notify)
+        _write_outputs(session, result, {"epoch": epochs - 1, **final}, trained.last.cms[best_epoch], notify, started)
     except OSError as e:
         raise TrainingError(f"{run}: cannot finish the run ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); "
                             f"its training is saved ({_epochs(epochs)}), so once that is fixed: {resume_command(run)}") from None
@@ -314,9 +320,11 @@ def _finish(session: Session, trained: Trained, found: LRFindResult | None, noti
     return result
 
 
-def _write_outputs(session: Session, result: FitResult, final: dict, best_cm, notify: Notify) -> None:
+def _write_outputs(session: Session, result: FitResult, final: dict, best_cm, notify: Notify,
+                   started: float) -> None:
     """The run folder's model.pkl + model/, metrics.json, plots, per-image scores and report.html; the
-    --export copy; finished.json last."""
+    --export copy; finished.json last, with the seconds each part of the run took (``started``: the finish's
+    start)."""
     from .export.formats import export_bundle_beside, export_learner
     from .export.publish import RUN_MODEL, publish
     from .infer.agreement import record_agreement
@@ -341,4 +349,6 @@ def _write_outputs(session: Session, result: FitResult, final: dict, best_cm, no
     write_run_plots(run, learn, spec, result.history, best_cm)
     result.outputs = finish_run(learn, spec, run, result.best_epoch, result.metrics, result.model)  # per-image, report
     result.export = publish(result.model, session.cfg.export, notify)
-    write_json(run / FINISHED, {"model": str(result.model), "export": str(result.export)})
+    session.seconds["finish"] = time.perf_counter() - started
+    write_json(run / FINISHED, {"model": str(result.model), "export": str(result.export),
+                                "seconds": {k: round(v, 2) for k, v in session.seconds.items()}})

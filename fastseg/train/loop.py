@@ -64,6 +64,7 @@ class Session:
     getters: Getters
     run: Path | None = None
     state: RunState | None = None  # the resumed run's last.pth
+    seconds: dict = field(default_factory=dict)  # wall time by part of the run (what --time plans), in this process
 
 
 @dataclass

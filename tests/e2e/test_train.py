@@ -254,6 +254,8 @@ def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data,
     assert any("progressive    32 px x4 per image for 2 epochs, then 64 px at LR/4" in m for m in said)
     assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]
     assert json.loads((result.run / "metrics.json").read_text())["progressive"] == {"size": 32, "epochs": 2}
+    seconds = json.loads((result.run / "finished.json").read_text())["seconds"]  # what --time plans, measured
+    assert set(seconds) == {"prepare", "train", "finish"} and all(v > 0 for v in seconds.values())  # --lr given
     learn = load_learner(result.export)
     crops = [t for t in learn.dls.train.after_item.fs if isinstance(t, SegCrop)]
     assert crops and tuple(crops[0].size) == (64, 64)  # the export is the full-size pipeline
