@@ -31,6 +31,13 @@ def trained(tmp_path_factory, tiny_data):
 
 
 @pytest.fixture
+def label_cache(tmp_path, monkeypatch) -> Path:
+    """Masks rendered from labelling-tool exports go to a cache under tmp, never to ~/.cache during tests."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "fastseg" / "labels"
+
+
+@pytest.fixture
 def isbi() -> Path:
     if not (ISBI / "images").is_dir():
         pytest.skip(f"ISBI data not present at {ISBI}")
