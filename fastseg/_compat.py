@@ -60,4 +60,6 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
-        sys.meta_path.append(_AliasFinder())
+        # first: a folder an upgrade left behind (fastseg/annotations/ holding only __pycache__) would
+        # otherwise be found as an empty namespace package before the alias
+        sys.meta_path.insert(0, _AliasFinder())

@@ -1,4 +1,4 @@
-"""Tiny labelling-tool exports in each tool's documented format (used by test_label_formats).
+"""Tiny labelling-tool exports in each tool's documented format (used by the tests of fastseg.data.annotations and prelabels).
 
 COCO: https://cocodataset.org/#format-data (polygons, RLE compressed and uncompressed, iscrowd).
 CVAT "Segmentation mask 1.1": labelmap.txt, SegmentationClass/ colour PNGs, SegmentationObject/,
@@ -132,3 +132,8 @@ def make_labelme(root: Path, n: int = 6) -> Path:
             doc = labelme_doc(shapes, f"gone/img{i}.png", raw)
         (root / f"img{i}.json").write_text(json.dumps(doc))
     return root
+
+
+def masks_by_image(spec) -> dict:
+    """Decoded class-index mask per image file name, over every split of a ``DataSpec``."""
+    return {s.image.name: spec.decoder(s.mask) for s in (*spec.train, *spec.valid, *spec.test)}

@@ -137,28 +137,6 @@ def test_export_holds_the_best_epoch_weights(trained):
     assert all(torch.equal(best[k].cpu(), model[k].cpu()) for k in best)
 
 
-def test_named_run_folder_is_never_overwritten(trained):
-    from fastseg.errors import ConfigError
-    from fastseg.train.runs import new_run_dir
-
-    with pytest.raises(ConfigError, match="run folder already exists"):
-        new_run_dir(trained.run.parent, "trained")
-    a, b = new_run_dir(trained.run.parent, None), new_run_dir(trained.run.parent, None)
-    assert a != b and a.is_dir() and b.is_dir()
-
-
-def test_resumed_schedule_continues_the_one_cycle_curve():
-    from fastai.callback.schedule import combined_cos
-
-    from fastseg.train.callbacks import ResumedSchedule
-
-    f = combined_cos(0.25, 1e-4, 1e-2, 1e-7)
-    done, total = 2, 5
-    g = ResumedSchedule(f, done / total)
-    for pos in (0.0, 0.1, 0.5, 0.9):
-        assert float(g(pos)) == pytest.approx(float(f(done / total + pos * (1 - done / total))))
-
-
 def test_resume_after_sigkill_loses_at_most_one_epoch(tiny_data, tmp_path):
     """SIGKILL in the middle of the second epoch (the fault driver blocks there and says so, so no CPU is
     too fast for it): the resumed run repeats at most that epoch and logs every epoch exactly once."""
@@ -193,52 +171,6 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
     assert not (tmp_path / "m.pkl").exists()
 
 
-def test_progressive_choice_is_validated():
-    from fastseg.config import FitConfig
-    from fastseg.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="progressive must be one of auto, on, off, got 'yes'"):
-        FitConfig(progressive="yes")
-
-
-def test_run_phases_switches_loaders_and_resumes_inside_a_later_phase(monkeypatch):
-    """Each phase trains on its own crop size; a resume after epoch 3 of 2+2 continues the full-size phase;
-    the run's own DataLoaders are back in place afterwards."""
-    from types import SimpleNamespace
-
-    import fastseg.train.loop as T
-
-    monkeypatch.setattr(T, "one_cycle_scheds", lambda learn, phase, lr, skip: {"skip": skip})
-    monkeypatch.setattr(T, "ParamScheduler", lambda scheds: scheds)
-    calls = []
-
-    class Learn:
-        dls, opt = "full", None
-
-        def create_opt(self):
-            self.opt = SimpleNamespace(load_state_dict=lambda s: calls.append("opt restored"))
-
-        def freeze(self):
-            calls.append("freeze")
-
-        def unfreeze(self):
-            calls.append("unfreeze")
-
-        def fit(self, n, cbs):
-            calls.append((self.dls, n, cbs[0]["skip"]))
-
-    learn = Learn()
-    phases = [T.Phase(2, (1.0,), 0.25, 25.0, False, size=32), T.Phase(2, (0.25,), 0.25, 25.0, False)]
-    T.run_phases(learn, phases, 1e-3, done=3, cbs=[], opt_state={}, loaders={32: "small"})
-    assert calls == ["unfreeze", "opt restored", ("full", 1, 1)] and learn.dls == "full"
-    calls.clear()
-    T.run_phases(learn, phases, 1e-3, done=1, cbs=[], opt_state=None, loaders={32: "small"})
-    assert calls == ["unfreeze", ("small", 1, 1), "unfreeze", ("full", 2, 0)] and learn.dls == "full"
-    calls.clear()  # the device data path: its own training loaders for the full-size phases too
-    T.run_phases(learn, phases, 1e-3, done=1, cbs=[], opt_state=None, loaders={32: "small", None: "device"})
-    assert calls == ["unfreeze", ("small", 1, 1), "unfreeze", ("device", 2, 0)] and learn.dls == "full"
-
-
 def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data, tmp_path):
     from fastai.learner import load_learner
 
@@ -259,53 +191,3 @@ def test_progressive_fit_trains_small_then_full_and_exports_full_size(tiny_data,
     learn = load_learner(result.export)
     crops = [t for t in learn.dls.train.after_item.fs if isinstance(t, SegCrop)]
     assert crops and tuple(crops[0].size) == (64, 64)  # the export is the full-size pipeline
-
-
-@pytest.mark.parametrize("clip", [0.5, 0.0])
-def test_fit_clips_gradients_unless_turned_off(tiny_data, tmp_path, monkeypatch, clip):
-    """--grad-clip reaches the training loop as fastai's GradientClip (after MixedPrecision's unscaling)."""
-    from fastai.callback.fp16 import MixedPrecision
-    from fastai.callback.training import GradientClip
-
-    import fastseg.train.loop as T
-    from fastseg.config import FitConfig
-    from fastseg.errors import Interrupted
-    from fastseg.pipeline import fit
-
-    seen = {}
-
-    def capture(learn, phases, lr, done, cbs, opt_state, loaders=None):
-        seen["cbs"] = cbs
-        raise KeyboardInterrupt  # stop before any training: only the callbacks matter here
-
-    monkeypatch.setattr(T, "run_phases", capture)
-    cfg = FitConfig(data=str(tiny_data), epochs=1, lr=1e-3, bs=4, weights="none", grad_clip=clip,
-                    runs_dir=str(tmp_path / "runs"), export=str(tmp_path / "m.pkl"))
-    with pytest.raises(Interrupted):  # the run's Ctrl-C message
-        fit(cfg)
-    clips = [cb for cb in seen["cbs"] if isinstance(cb, GradientClip)]
-    assert [cb.max_norm for cb in clips] == ([clip] if clip else [])
-    assert all(cb.order > MixedPrecision.order for cb in clips)  # clips true (unscaled) gradients
-
-
-def test_gradient_clip_bounds_the_step_gradient(tiny_data, tmp_path):
-    """One real training step with a tiny max norm: the gradient the optimiser sees is clipped."""
-    import torch
-    from fastai.callback.core import Callback
-    from fastai.callback.training import GradientClip
-
-    from fastseg.config import FitConfig
-    from fastseg.train.loop import prepare
-
-    learn = prepare(FitConfig(data=str(tiny_data), bs=4, weights="none", epochs=1), workdir=tmp_path).learn
-    norms = []
-
-    class Spy(Callback):
-        order = GradientClip.order + 1
-
-        def before_step(self):
-            grads = [p.grad for p in self.learn.model.parameters() if p.grad is not None]
-            norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
-
-    learn.fit(1, 1e-3, cbs=[GradientClip(1e-3), Spy()])
-    assert norms and max(norms) <= 1e-3 * 1.01

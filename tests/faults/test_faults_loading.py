@@ -1,8 +1,7 @@
 """Loading what the user hands over: nothing is unpickled unless it is a .pkl, bad model descriptions and
-config values are one line, the RAM cache is decided once for every process, writes leave the umask alone."""
+config values are one line, the RAM cache is decided once for every process."""
 
 import json
-import os
 import pickle
 import warnings
 import zipfile
@@ -13,7 +12,7 @@ from click.testing import CliRunner
 
 from fastseg.export.bundle import INFO_FILE, bundle_path_for, read_info
 from fastseg.cli import main
-from fastseg.config import FitConfig, PredictConfig
+from fastseg.config import FitConfig
 from fastseg.errors import ConfigError, ModelError, WeightsError
 from fastseg.infer.predictor import MODEL_KINDS, load
 
@@ -199,40 +198,7 @@ def test_bad_bundle_description_in_predict_cli(tmp_path):
                                        "(re-export the model with `fastseg export`)"]
 
 
-# 5. config values of the wrong type are converted when unambiguous, else one line
-
-@pytest.mark.parametrize("text, key, value", [
-    ('epochs: "10"', "epochs", 10), ('size: "256"', "size", 256), ("epochs: 1e2", "epochs", 100),
-    ("bs: 8.0", "bs", 8), ('bs: "auto"', "bs", "auto"), ('lr: "3e-3"', "lr", 0.003), ("fp16: 'yes'", "precision", "auto"), ("fp16: 'off'", "precision", "fp32"),
-    ('sync_bn: "false"', "sync_bn", False), ('compile: "TRUE"', "compile", True), ("progressive: off", "progressive", "off"),
-    ('class_weights: ["1", 2]', "class_weights", (1.0, 2.0)), ("name: 2024", "name", "2024"),
-    ("size: null", "size", None), ("valid_pct: '0.3'", "valid_pct", 0.3),
-])
-def test_config_file_values_are_converted(tmp_path, text, key, value):
-    f = tmp_path / "c.yaml"
-    f.write_text(text + "\n")
-    got = getattr(FitConfig.from_file(f), key)
-    assert got == value and type(got) is type(value)
-
-
-@pytest.mark.parametrize("text, line", [
-    ("seed: x", "seed must be a whole number, got 'x'"),
-    ("epochs: 10.5", "epochs must be a whole number, got 10.5"),
-    ("bs: 8.5", "bs must be a whole number or 'auto', got 8.5"),
-    ("bs: true", "bs must be a whole number or 'auto', got True (YAML reads unquoted yes/no/on/off as true/false: quote it)"),
-    ("fp16: maybe", "fp16 must be true or false, got 'maybe'"),
-    ("class_weights: 5", "class_weights must be a list of numbers or null, got 5"),
-    ("cache: no", "cache must be text, got False (YAML reads unquoted yes/no/on/off as true/false: quote it)"),
-    ("lr: [1]", "lr must be a number or 'auto', got [1]"),
-    ("epochs: .inf", "epochs must be a whole number, got inf"),
-])
-def test_config_file_values_of_the_wrong_type_are_one_line(tmp_path, text, line):
-    f = tmp_path / "c.yaml"
-    f.write_text(text + "\n")
-    with pytest.raises(ConfigError) as e:
-        FitConfig.from_file(f)
-    assert str(e.value) == f"{f}: {line}"
-
+# 5. a bad config value on the command line is one line (the conversions: tests/test_config.py)
 
 def test_fit_cli_with_a_bad_config_value_is_one_line(tmp_path):
     f = tmp_path / "bad.yaml"
@@ -240,13 +206,6 @@ def test_fit_cli_with_a_bad_config_value_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["fit", "--config", str(f)])
     assert res.exit_code == 1
     assert res.output.splitlines() == [f"Error: {f}: epochs must be a whole number, got 'ten'"]
-
-
-def test_predict_config_converts_and_rejects_in_the_same_place():
-    cfg = PredictConfig(bs="4", tta="yes", overlap="0.5", workers="2")
-    assert (cfg.bs, cfg.tta, cfg.overlap, cfg.workers) == (4, True, 0.5, 2)
-    with pytest.raises(ConfigError, match=r"^tile must be a whole number or null, got 'big'$"):
-        PredictConfig(tile="big")
 
 
 # 6. the RAM cache: rank 0 decides, every process on the machine counted
@@ -313,17 +272,3 @@ def test_other_ranks_take_rank_0s_plan(tiny_data, monkeypatch):
     monkeypatch.setattr(distributed, "broadcast_value", lambda value: (True, rank0))  # rank 0's outcome
     plan = _plan(tiny_data)
     assert plan == rank0 and plan.cache
-
-
-# 7. writes never touch the process umask
-
-def test_writes_leave_the_process_umask_alone(tmp_path, monkeypatch):
-    from fastseg.io import atomic_write_bytes
-
-    with open("/proc/self/status") as f:
-        umask = int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
-    calls = []
-    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or umask)
-    f = atomic_write_bytes(tmp_path / "x.bin", b"1")
-    assert calls == []
-    assert os.stat(f).st_mode & 0o777 == 0o666 & ~umask

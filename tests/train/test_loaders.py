@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from fastseg.config import FitConfig
 from fastseg.data.dataset import discover
 from fastseg.train.loaders import Getters, ImageForPath, MaskForImage, make_dataloaders
 
@@ -71,40 +70,6 @@ def test_isbi_cached_batches_are_binary_classes(isbi):
     assert x.shape == (4, 3, 128, 128) and x.dtype == torch.float32
     assert set(torch.unique(y).tolist()) <= {0, 1}
     assert len(getters.x.cache) == len(spec.train) + len(spec.valid)
-
-
-def test_segcrop_crops_during_fit_and_passes_whole_images_for_the_export(tiny_data):
-    """Random/centre 32 px crops while training; whole (64 px, already a multiple of 32) images only
-    inside ``whole_image_inference`` (what export_learner pickles), and back to crops after it."""
-    from types import SimpleNamespace
-
-    from fastseg.train.transforms import SegCrop, whole_image_inference
-
-    spec = discover(tiny_data)
-    dls = make_dataloaders(spec, size=32, bs=2, getters=Getters.for_spec(spec, cache=False))
-    assert any(isinstance(t, SegCrop) for t in dls.valid.after_item.fs)
-    x, y = dls.valid.one_batch()
-    assert x.shape[-2:] == (32, 32) and y.shape[-2:] == (32, 32)
-    with whole_image_inference(SimpleNamespace(dls=dls)) as crops:
-        assert crops and all(t.whole for t in crops)
-        x, y = dls.valid.one_batch()
-        assert x.shape[-2:] == (64, 64) and y.shape[-2:] == (64, 64)
-        assert dls.train.one_batch()[0].shape[-2:] == (32, 32)  # training still crops
-    x, _ = dls.valid.one_batch()
-    assert x.shape[-2:] == (32, 32) and not any(t.whole for t in crops)
-
-
-def test_aug_levels():
-    from fastseg.errors import ConfigError
-    from fastseg.train.augment import seg_batch_tfms
-
-    names = {level: [type(t).__name__ for t in seg_batch_tfms(level)] for level in ("full", "flips", "none")}
-    assert names["none"] == ["Normalize"]
-    assert names["flips"] == ["Dihedral", "Normalize"]
-    assert len(names["full"]) > 2 and names["full"][-1] == "Normalize"
-    assert FitConfig(aug=True).aug == "full" and FitConfig(aug=False).aug == "none"  # old config.json files
-    with pytest.raises(ConfigError, match="aug must be one of auto, full, flips, none, got 'heavy'"):
-        FitConfig(aug="heavy")
 
 
 def test_crop_loaders_keep_validation_and_repeat_images(tiny_data, monkeypatch):
