@@ -129,7 +129,10 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
     ``classes`` gives) to ``fmt``: a safe bundle, ONNX or TorchScript.
 
     ``int8`` (ONNX only): the statically quantised model, calibrated on the model's training images (or
-    ``calib``'s), written to ``model.int8.onnx`` by default (see ``fastseg.export.quantize``)."""
+    ``calib``'s), written to ``model.int8.onnx`` by default (see ``fastseg.export.quantize``).
+
+    Many parameters: one per ``fastseg export`` option, each with its default and passed by name; they
+    travel together nowhere else, so a type would only wrap them at each call."""
     from .bundle import write_bundle
     from ..infer.predictor import load
 
