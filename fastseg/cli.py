@@ -309,10 +309,7 @@ def fit(config_file, lr, resume, quiet, as_json, dry_run, **options):
         raise click.UsageError("--time and --epochs are exclusive: --time plans the epochs to fill the budget")
     notify, progress = _fit_output(quiet, as_json)
     if resume is not None:
-        given = sorted(k for k, v in options.items() if v is not None and k != "export") \
-            + (["config"] if config_file else []) + (["lr"] if lr is not None else []) + (["dry-run"] if dry_run else [])
-        if given:
-            raise click.UsageError(f"--resume continues with the run's own config.json; drop --{', --'.join(given)}")
+        _refuse_with_resume(options, config_file=config_file, lr=lr, dry_run=dry_run)
         result = run_resume(resume, notify=notify, progress=progress, export=options["export"])
     else:
         cfg = build_config(config_file, lr=_parse_lr(lr), **options)
@@ -320,8 +317,20 @@ def fit(config_file, lr, resume, quiet, as_json, dry_run, **options):
             click.echo(plan_fit(cfg, notify=notify).table())
             return
         result = run_fit(cfg, notify=notify, progress=progress)
-    if not is_main_process():  # DDP: rank 0 reports for all ranks
-        return
+    if is_main_process():  # DDP: rank 0 reports for all ranks
+        _echo_fit_result(result, as_json)
+
+
+def _refuse_with_resume(options: dict, config_file, lr, dry_run: bool) -> None:
+    """--resume takes the run's own config.json: any option given beside it (but --export) is a usage error."""
+    given = sorted(k for k, v in options.items() if v is not None and k != "export") \
+        + (["config"] if config_file else []) + (["lr"] if lr is not None else []) + (["dry-run"] if dry_run else [])
+    if given:
+        raise click.UsageError(f"--resume continues with the run's own config.json; drop --{', --'.join(given)}")
+
+
+def _echo_fit_result(result, as_json: bool) -> None:
+    """The samples each rank saw (multi-GPU), then the result as JSON or as the summary lines."""
     if result.ranks is not None:
         click.echo(f"samples per rank: train {'+'.join(map(str, result.ranks.train))}, "
                    f"valid {'+'.join(map(str, result.ranks.valid))} (last epoch)", err=as_json)
@@ -615,7 +624,7 @@ def _channels_line(report) -> str:
               help="Folder for the --per-image / --worst files.  [default: the --plot file's folder]")
 @postprocess_options
 @click.option("--classes", help=CLASSES_HELP)
-def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out, min_area, fill_holes, classes):
+def evaluate(model, as_json, **options):
     """Score an exported model (bundle folder, .onnx, TorchScript .pt or .pkl) on labelled images at full resolution.
 
     Per-class IoU, Dice and pixel share, mIoU and pixel accuracy, from one confusion matrix over
@@ -629,27 +638,45 @@ def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out, min_a
       fastseg evaluate exports/model --data data --min-area 50 --fill-holes   # what post-processing changes
     """
     import json
-    from pathlib import Path
 
-    from .infer.evaluate import evaluate as run_evaluate
-    from .infer.postprocess import describe
-
-    details = (out or str(Path(plot).parent)) if per_image or worst else None
-    post = PredictConfig(bs=bs, min_area=min_area, fill_holes=fill_holes)
-    result = run_evaluate(model, data, split=split, plot=plot, bs=bs, details=details, worst=worst or 0,
-                          notify=_notify, post=post, classes=_parse_classes(classes))
+    result, post = _run_evaluate(model, options)
     s, raw = result.scores, result.raw_scores
     if as_json:
-        extra = {} if raw is None else {"postprocess": {"min_area": min_area, "fill_holes": fill_holes},
+        extra = {} if raw is None else {"postprocess": {"min_area": post.min_area, "fill_holes": post.fill_holes},
                                         "before_postprocess": raw}
         click.echo(json.dumps({**s, **extra}, indent=2))
         for f in result.files:
             click.echo(f"wrote {f}", err=True)
         return
+    click.echo(f"{result.n_images} image(s), split {options['split']}")
+    _echo_scores(s, raw, post)
+    click.echo(f"confusion matrix saved to {result.plot}")
+    if result.files:
+        _echo_worst(result.per_image, options["worst"] or 0)
+        click.echo(f"per-image scores saved to {', '.join(str(f) for f in result.files)}")
+
+
+def _run_evaluate(model, options: dict):
+    """The core evaluation for ``fastseg evaluate``'s options, and the post-processing it applied."""
+    from pathlib import Path
+
+    from .infer.evaluate import evaluate as run_evaluate
+
+    o = options
+    details = (o["out"] or str(Path(o["plot"]).parent)) if o["per_image"] or o["worst"] else None
+    post = PredictConfig(bs=o["bs"], min_area=o["min_area"], fill_holes=o["fill_holes"])
+    result = run_evaluate(model, o["data"], split=o["split"], plot=o["plot"], bs=o["bs"], details=details,
+                          worst=o["worst"] or 0, notify=_notify, post=post, classes=_parse_classes(o["classes"]))
+    return result, post
+
+
+def _echo_scores(s: dict, raw: dict | None, post: PredictConfig) -> None:
+    """The per-class table and the overall scores; with post-processing, the model's own scores too."""
+    from .infer.postprocess import describe
+
     total = sum(c["support"] for c in s["per_class"].values()) or 1
-    click.echo(f"{result.n_images} image(s), split {split}")
     if raw is not None:
-        click.echo(f"scores after post-processing ({describe(min_area, fill_holes)}):")
+        click.echo(f"scores after post-processing ({describe(post.min_area, post.fill_holes)}):")
     click.echo(f"{'class':<20} {'IoU':>7} {'Dice':>7} {'pixels':>7}")
     for name, c in s["per_class"].items():
         iou = "    n/a" if c["iou"] is None else f"{c['iou']:7.4f}"
@@ -659,10 +686,6 @@ def evaluate(model, data, split, as_json, plot, bs, per_image, worst, out, min_a
     if raw is not None:
         click.echo(f"before post-processing: mIoU {raw['miou']:.4f}  Dice {raw['dice']:.4f}  "
                    f"pixel accuracy {raw['pixel_accuracy']:.4f}")
-    click.echo(f"confusion matrix saved to {result.plot}")
-    if result.files:
-        _echo_worst(result.per_image, worst or 0)
-        click.echo(f"per-image scores saved to {', '.join(str(f) for f in result.files)}")
 
 
 def _echo_worst(images, k: int) -> None:

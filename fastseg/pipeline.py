@@ -150,7 +150,9 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
                  int8: bool = False, calib: str | Path | None = None, notify: Notify = silent,
                  classes: list[str] | None = None):
     """``fastseg export``: ``fastseg.export.formats.export_model``, an int8 model measured against fp32 by the
-    inference stage (``fastseg.infer.agreement.int8_agreement``)."""
+    inference stage (``fastseg.infer.agreement.int8_agreement``).
+
+    Many parameters: the export command's options, passed through unchanged to the export stage."""
     from .export.formats import export_model as convert
     from .infer.agreement import int8_agreement
 

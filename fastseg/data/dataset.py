@@ -354,26 +354,40 @@ def _layout_classes(found: Found, colors_file: str | None):
     return found.codes, found.colors, []
 
 
-def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, *, layout: str = "auto",
-                 colors: str | list | None = None, void: str | None = None, ignore_index: int | None = None
-                 ) -> tuple[DataSpec | None, list[str]]:
-    """Everything ``discover`` finds, plus every problem (empty when trainable). Raises ``DataError``
-    only for problems that stop the inspection itself (missing folder, no pairs, bad codes file)."""
-    root = Path(root)
+@dataclass
+class _Messages:
+    """What an inspection found, gathered step by step: notices (what was done), warnings, problems."""
+
+    notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, problems: list[str], warnings: list[str]) -> None:
+        self.problems += problems
+        self.warnings += warnings
+
+
+def _open_layout(root: Path, layout: str) -> tuple[Found, _Messages]:
+    """The layout of ``root`` and its messages: the layout found, files without a partner skipped."""
     if not root.exists():
         raise DataError(f"{root}: data folder does not exist (point --data at a folder with images/ and masks/)")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (point --data at a folder with images/ and masks/)")
     found = find_layout(root, layout)
-    notices = [f"layout: {found.layout} ({found.root})", *found.notices]
-    warnings = [f"Warning: {len(found.unpaired_images)} image(s) without a mask skipped, e.g. {found.unpaired_images[0]}"
-                ] if found.unpaired_images else []
+    msgs = _Messages(notices=[f"layout: {found.layout} ({found.root})", *found.notices])
+    if found.unpaired_images:
+        msgs.warnings.append(f"Warning: {len(found.unpaired_images)} image(s) without a mask skipped, "
+                             f"e.g. {found.unpaired_images[0]}")
     if found.unpaired_masks:
-        warnings.append(f"Warning: {len(found.unpaired_masks)} mask(s) without an image ignored, "
-                        f"e.g. {found.unpaired_masks[0]}")
-    warnings += found.warnings
-    codes, color_table, notes = _layout_classes(found, colors)
-    notices += notes
+        msgs.warnings.append(f"Warning: {len(found.unpaired_masks)} mask(s) without an image ignored, "
+                             f"e.g. {found.unpaired_masks[0]}")
+    msgs.warnings += found.warnings
+    return found, msgs
+
+
+def _void_code(found: Found, codes, void: str | None, ignore_index: int | None) -> str | None:
+    """The class to ignore: ``--void`` (which must be a class name), else one named like void/unlabelled;
+    also checks that ``--ignore-index`` is a mask value."""
     void_code = next((c for c in codes if c in VOID_NAMES), None) if codes else None
     if void is not None:
         if codes is None or void not in codes:
@@ -382,13 +396,36 @@ def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
         void_code = void
     if ignore_index is not None and not 0 <= ignore_index <= 255:
         raise DataError(f"{found.root}: --ignore-index {ignore_index} is not a mask value (use 0-255)")
-    everything = [s for split in found.splits.values() for s in split]
-    scanned = _scan(everything, MaskDecoder(np.arange(256), color_table))
-    problems = scanned.problems
+    return void_code
+
+
+def _pixel_reading(scanned: _Scanned, train: list[Sample], held_out: list[Sample], msgs: _Messages
+                   ) -> tuple[Scaling, tuple | None]:
+    """How the images' values are scaled and which channels are read (with their statistics)."""
+    scaling, scale_notes = _scaling(scanned, train, held_out)
+    msgs.notices += scale_notes[:1]
+    msgs.warnings += scale_notes[1:]
+    scaling, stats, channel_notes, channel_problems = _channels(scanned, train, held_out, scaling)
+    msgs.notices += channel_notes
+    msgs.problems += channel_problems
+    return scaling, stats
+
+
+def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, *, layout: str = "auto",
+                 colors: str | list | None = None, void: str | None = None, ignore_index: int | None = None
+                 ) -> tuple[DataSpec | None, list[str]]:
+    """Everything ``discover`` finds, plus every problem (empty when trainable). Raises ``DataError``
+    only for problems that stop the inspection itself (missing folder, no pairs, bad codes file)."""
+    found, msgs = _open_layout(Path(root), layout)
+    codes, color_table, notes = _layout_classes(found, colors)
+    msgs.notices += notes
+    void_code = _void_code(found, codes, void, ignore_index)
+    scanned = _scan([s for split in found.splits.values() for s in split], MaskDecoder(np.arange(256), color_table))
+    msgs.problems += scanned.problems
     if not scanned.counts:
-        return None, problems
+        return None, msgs.problems
     codes, lut, mapping, value_problems, void_from_index = _map_values(scanned, codes, color_table, ignore_index)
-    problems += value_problems
+    msgs.problems += value_problems
     if void_code is not None and void_code in codes:
         lut[codes.index(void_code)] = IGNORE_INDEX
         mapping.append(f"class '{void_code}' is void: ignored in loss and metrics")
@@ -396,34 +433,30 @@ def inspect_data(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
     splits = make_splits(found, found.root, valid_pct, seed)
     train, valid, test, how = list(splits.train), list(splits.valid), list(splits.test), splits.source
     split_problems, split_warnings = check_splits(found.root, train, valid)
-    problems += split_problems
-    warnings += split_warnings
+    msgs.add(split_problems, split_warnings)
     pixels = {name: _class_pixels(scanned.counts, part, lut, len(codes))
               for name, part in (("train", train), ("valid", valid), ("test", test)) if part}
-    scaling, scale_notes = _scaling(scanned, train, [*valid, *test])
-    notices += scale_notes[:1]
-    warnings += scale_notes[1:]
-    scaling, stats, channel_notes, channel_problems = _channels(scanned, train, [*valid, *test], scaling)
-    notices += channel_notes
-    problems += channel_problems
+    scaling, stats = _pixel_reading(scanned, train, [*valid, *test], msgs)
     if train and not split_problems:
-        class_problems, class_warnings = _check_classes(found.root, codes, pixels["train"], void_code)
-        problems += class_problems
-        warnings += class_warnings
-    notices += mapping
-    notices.append(f"split: {len(train)} train / {len(valid)} valid{f' / {len(test)} test' if test else ''}, {how}")
+        msgs.add(*_check_classes(found.root, codes, pixels["train"], void_code))
+    msgs.notices += mapping
+    msgs.notices.append(f"split: {len(train)} train / {len(valid)} valid"
+                        f"{f' / {len(test)} test' if test else ''}, {how}")
     spec = DataSpec(root=found.root, layout=found.layout, train=tuple(train), valid=tuple(valid), codes=tuple(codes),
                     lut=tuple(int(v) for v in lut), min_side=int(scanned.min_side), void_code=void_code,
-                    notices=tuple(notices + warnings), test=tuple(test), colors=color_table, mapping=tuple(mapping),
-                    warnings=tuple(warnings), split_source=how, class_pixels=pixels, scaling=scaling, stats=stats,
-                    dtypes=tuple(sorted({f.dtype for f in scanned.facts.values()})))
-    return spec, problems
+                    notices=tuple(msgs.notices + msgs.warnings), test=tuple(test), colors=color_table,
+                    mapping=tuple(mapping), warnings=tuple(msgs.warnings), split_source=how, class_pixels=pixels,
+                    scaling=scaling, stats=stats, dtypes=tuple(sorted({f.dtype for f in scanned.facts.values()})))
+    return spec, msgs.problems
 
 
 def discover(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42, notify: Notify = silent, *,
              layout: str = "auto", colors: str | list | None = None, void: str | None = None,
              ignore_index: int | None = None) -> DataSpec:
-    """Inspect ``root`` (any layout in ``LAYOUT_CHOICES``); raise the first problem as a ``DataError``."""
+    """Inspect ``root`` (any layout in ``LAYOUT_CHOICES``); raise the first problem as a ``DataError``.
+
+    Many parameters: ``layout``/``colors``/``void``/``ignore_index`` are keyword-only, default to "as found",
+    and mirror the CLI options; most callers pass none, so a type would churn every call that passes one."""
     spec, problems = inspect_data(root, valid_pct, seed, layout=layout, colors=colors, void=void,
                                   ignore_index=ignore_index)
     if problems or spec is None:

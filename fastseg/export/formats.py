@@ -136,7 +136,10 @@ def export_model(model: str | Path, fmt: str, out: str | Path | None = None, for
 
     ``int8`` (ONNX only): the statically quantised model, calibrated on the model's training images (or
     ``calib``'s), written to ``model.int8.onnx`` by default (see ``fastseg.export.quantize``), with its
-    agreement with fp32 as ``int8_check`` measures it (``fastseg.export_model`` passes the inference stage's)."""
+    agreement with fp32 as ``int8_check`` measures it (``fastseg.export_model`` passes the inference stage's).
+
+    Many parameters: one per ``fastseg export`` option, each with its default and passed by name; they
+    travel together nowhere else, so a type would only wrap them at each call."""
     from .bundle import write_bundle
     from .read import model_kind, read_model
 

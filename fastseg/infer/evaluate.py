@@ -56,7 +56,10 @@ def evaluate(model: str | Path, data: str | Path, split: str = EVAL_SPLIT, plot:
     """Scores of the exported ``model`` on ``split`` of ``data``; optionally the confusion-matrix PNG, and in
     folder ``details`` the per-image scores (per_image.csv/.json) and a gallery of the ``worst`` images.
     ``post``: a PredictConfig whose min_area / fill_holes clean the masks before scoring; ``classes``: the class
-    names of an SMP model folder (``fastseg.infer.predictor.load``)."""
+    names of an SMP model folder (``fastseg.infer.predictor.load``).
+
+    Many parameters: ``fastseg evaluate``'s options, each with its default and passed by name; the clean-up
+    ones already travel as ``post``."""
     from .predictor import load
 
     predictor = load(model, notify=notify, classes=classes)  # notify: the pickle notice for a .pkl

@@ -159,7 +159,10 @@ def _title(row: dict) -> str:
 
 def write_details(predictor, samples: Sequence, result: PerImage, decoder, folder: str | Path, worst: int = 0,
                   extra: dict | None = None, post: PredictConfig | None = None) -> list[Path]:
-    """per_image.csv/.json in ``folder`` (``extra`` keys added to the JSON), and worst.png when ``worst`` > 0."""
+    """per_image.csv/.json in ``folder`` (``extra`` keys added to the JSON), and worst.png when ``worst`` > 0.
+
+    Many parameters: worst.png re-predicts its images, so it needs the predictor, samples and mask decoder
+    beside the scores; the two callers (evaluate, the run report) hold exactly these values."""
     files = list(write_per_image(result, folder, extra))
     if worst > 0:
         files.append(save_worst(predictor, samples, result, decoder, worst, Path(folder) / "worst.png", post))

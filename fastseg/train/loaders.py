@@ -119,6 +119,9 @@ def make_dataloaders(spec: DataSpec, size: int, bs: int, getters: Getters, num_w
     Batch transforms (augmentation, normalisation) run on ``device``; on CUDA the DataLoader pins its
     batches for asynchronous host-to-device copies. ``repeats``: each training image appears that many
     times per epoch (each time with its own random crop).
+
+    Many parameters: each is an independent DataLoader setting with its default, passed by name; tests
+    set two or three, ``plan_loaders``/``crop_loaders`` take them from the ``RunPlan``.
     """
     from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter

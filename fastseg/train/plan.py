@@ -26,7 +26,7 @@ from ..errors import ConfigError
 
 __all__ = ["Machine", "Phase", "Probe", "RunPlan", "plan_run", "auto_size", "progressive_size", "lr_find_size", "small_epochs",
            "crops_per_image", "plan_phases", "count_steps", "resolve_aug", "Costs", "budget_epochs", "PLAN_VERSION",
-           "PROGRESSIVE_SHARE", "PROGRESSIVE_MIN_EPOCHS", "PROGRESSIVE_LR_DIV", "AUG_FULL_STEPS"]
+           "Workload", "PROGRESSIVE_SHARE", "PROGRESSIVE_MIN_EPOCHS", "PROGRESSIVE_LR_DIV", "AUG_FULL_STEPS"]
 
 PLAN_VERSION = 1
 MAX_AUTO_SIZE = 256  # auto crop side: enough context for a Unet-b0, and a CPU step stays a few seconds
@@ -292,14 +292,25 @@ class Costs:
         return self.lr_find + full + half + warm + (epochs + freeze) * self.valid_epoch + self.finish
 
 
-def budget_epochs(left_s: float, costs: Costs, n_train: int, bs: int, size: int, min_side: int,
-                  cfg: FitConfig, freeze: int) -> tuple[int, float]:
+@dataclass(frozen=True)
+class Workload:
+    """What a run's length in steps depends on, besides its epochs (for --time)."""
+
+    n_train: int  # training images
+    bs: int
+    size: int  # training crop side
+    min_side: int  # the smallest image side: whether progressive resizing has room
+    freeze: int = 0  # frozen warm-up epochs (pretrained encoders)
+
+
+def budget_epochs(left_s: float, costs: Costs, work: Workload, cfg: FitConfig) -> tuple[int, float]:
     """The most epochs (at least 1) whose run fits ``left_s`` seconds, with the progressive split that
     length implies; and the predicted seconds."""
     best = None
     for n in range(1, 100_000):
-        small, _ = progressive_size(cfg, min_side, size, n)
-        seconds = costs.run(n, n_train, bs, small, crops_per_image(size, small) if small else 1, freeze)
+        small, _ = progressive_size(cfg, work.min_side, work.size, n)
+        crops = crops_per_image(work.size, small) if small else 1
+        seconds = costs.run(n, work.n_train, work.bs, small, crops, work.freeze)
         if seconds > left_s and best is not None:
             break
         best = (n, seconds)
@@ -308,8 +319,9 @@ def budget_epochs(left_s: float, costs: Costs, n_train: int, bs: int, size: int,
     return best
 
 
-def _costs(cfg: FitConfig, spec, size: int, bs: int, precision: str, probe: Probe) -> Costs:
+def _costs(cfg: FitConfig, spec, work: Workload, precision: str, probe: Probe) -> Costs:
     """What each part of the run costs here: probed training steps at the full and the half size."""
+    size, bs = work.size, work.bs
     full = probe.step_seconds(size, bs, precision) * STEP_OVERHEAD
     half_side = (size // 2) // STRIDE * STRIDE
     small = probe.step_seconds(half_side, bs, precision) * STEP_OVERHEAD \
@@ -322,14 +334,13 @@ def _costs(cfg: FitConfig, spec, size: int, bs: int, precision: str, probe: Prob
     return Costs(full_step=full, small_step=small, lr_find=lr_find, valid_epoch=valid, finish=finish)
 
 
-def _epochs(cfg: FitConfig, spec, size: int, bs: int, precision: str, probe: Probe | None, pretrained: bool,
+def _epochs(cfg: FitConfig, spec, work: Workload, precision: str, probe: Probe | None,
             elapsed_s: float) -> tuple[int, str, float | None, dict]:
     """--epochs, or the most epochs that fit --time (with the predicted wall time and the measurements)."""
     if cfg.time is None:
         return cfg.epochs, "--epochs", None, {}
-    costs = _costs(cfg, spec, size, bs, precision, _need(probe, "--time"))
-    freeze = cfg.freeze_epochs if pretrained else 0
-    epochs, seconds = budget_epochs(cfg.time - elapsed_s, costs, len(spec.train), bs, size, spec.min_side, cfg, freeze)
+    costs = _costs(cfg, spec, work, precision, _need(probe, "--time"))
+    epochs, seconds = budget_epochs(cfg.time - elapsed_s, costs, work, cfg)
     total = elapsed_s + seconds
     why = (f"--time {_minutes(cfg.time)}: step {costs.full_step:.2f} s"
            + (f" ({costs.small_step:.2f} s at half size)" if costs.small_step else "")
@@ -351,7 +362,8 @@ def plan_run(cfg: FitConfig, spec, machine: Machine, pretrained: bool, probe: Pr
         _need(probe, "--bs auto").batch_size(size, len(spec.train))
     precision, why["precision"] = _precision(cfg, machine, probe, size, bs)
     cache, why["cache"] = _cache(cfg, spec, machine)
-    epochs, why["epochs"], estimate, timings = _epochs(cfg, spec, size, bs, precision, probe, pretrained, elapsed_s)
+    work = Workload(len(spec.train), bs, size, spec.min_side, cfg.freeze_epochs if pretrained else 0)
+    epochs, why["epochs"], estimate, timings = _epochs(cfg, spec, work, precision, probe, elapsed_s)
     small, why["progressive"] = progressive_size(cfg, spec.min_side, size, epochs)
     crops = crops_per_image(size, small) if small else 1
     phases = plan_phases(epochs, cfg.freeze_epochs, pretrained, small)

@@ -131,7 +131,8 @@ def test_torchrun_two_cpu_processes_train_one_model(tmp_path):
     # one export, written once (rank 0), atomically
     # exactly one export (+ its safe-bundle twin), no temp files left by a second writer
     assert sorted(p.name for p in out.iterdir()) == [".model.pkl.lock", "model", "model.pkl"]  # + the copy's lock
-    assert sorted(p.name for p in (out / "model").iterdir()) == ["fastseg.json", "model.safetensors"]
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["README.md", "config.json", "fastseg.json",
+                                                                 "model.safetensors"]
     assert text.count("exported ") == 1 and text.count("valid mIoU") == 1
     assert "effective batch size 4 (2 per process x 2)" in text
     # both ranks trained and validated on their own shard: 7 = 4 + 3 (one repeat dropped), 3 = 2 + 1

@@ -9,7 +9,7 @@ import pytest
 
 from fastseg.config import FitConfig
 from fastseg.errors import ConfigError
-from fastseg.train.plan import (AUG_FULL_STEPS, Costs, Machine, Phase, RunPlan, budget_epochs, count_steps,
+from fastseg.train.plan import (AUG_FULL_STEPS, Costs, Machine, Phase, RunPlan, Workload, budget_epochs, count_steps,
                                 crops_per_image, plan_phases, plan_run, progressive_size, resolve_aug, small_epochs)
 
 CPU = Machine(device="cpu", cores=2, ram_free=16 * 2**30)
@@ -156,7 +156,7 @@ def test_time_budget_picks_the_most_epochs_that_fit():
 
 def test_budget_never_plans_zero_epochs():
     costs = Costs(full_step=100.0, small_step=30.0, lr_find=0.0, valid_epoch=1.0, finish=10.0)
-    epochs, seconds = budget_epochs(60.0, costs, 24, 8, 256, 512, FitConfig(time=60), 0)
+    epochs, seconds = budget_epochs(60.0, costs, Workload(24, 8, 256, 512), FitConfig(time=60))
     assert epochs == 1 and seconds > 60.0  # over budget, but a run trains at least one epoch
 
 
