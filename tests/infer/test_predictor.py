@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fastseg.export.bundle import bundle_path_for
 from fastseg.config import PredictConfig
-from fastseg.errors import ConfigError, DataError, ModelError
+from fastseg.errors import ConfigError, DataError
 from fastseg.infer.predictor import collect_inputs, load, predict_paths
 
 
@@ -132,38 +131,6 @@ def test_unreadable_image_raises_in_python_api(torch_predictor, tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.png: cannot read image"):
         torch_predictor.predict([bad])
-
-
-@pytest.mark.slow
-def test_bundle_loads_without_unpickling(trained, monkeypatch):
-    import pickle
-
-    def forbidden(*a, **k):
-        raise AssertionError("unpickling while loading a bundle")
-
-    monkeypatch.setattr(pickle, "load", forbidden)
-    monkeypatch.setattr(pickle, "loads", forbidden)
-    monkeypatch.setattr(pickle, "Unpickler", forbidden)
-    monkeypatch.setattr(torch, "load", forbidden)
-    pred = load(bundle_path_for(trained.export), backend="torch")
-    assert pred.codes == ["background", "disc", "square", "triangle"]
-    assert pred.meta["encoder"] == "timm-efficientnet-b0" and len(pred.meta["mean"]) == 3
-
-
-def test_bad_bundle_json_is_a_model_error(tmp_path):
-    b = tmp_path / "b"
-    b.mkdir()
-    (b / "fastseg.json").write_text('{"arch": "Unet"}')
-    with pytest.raises(ModelError, match=r"fastseg.json: missing encoder, codes, mean, std \(not a fastseg bundle"):
-        load(b)
-    (b / "fastseg.json").write_text("{")
-    with pytest.raises(ModelError, match="fastseg.json: not valid JSON"):
-        load(b)
-
-
-def test_folder_that_is_not_a_model(tmp_path):
-    with pytest.raises(ModelError, match="folder without fastseg.json"):
-        load(tmp_path)
 
 
 @pytest.mark.parametrize("opts, msg", [
