@@ -50,21 +50,6 @@ def test_smp_from_pretrained_gives_fastsegs_logits(bundle):
     assert json.loads((bundle / "config.json").read_text())["encoder_weights"] is None  # loading downloads nothing
 
 
-def test_readme_is_a_hugging_face_model_card(bundle):
-    from huggingface_hub import ModelCard as HubCard
-
-    hub = HubCard.load(bundle / "README.md")
-    data = hub.data.to_dict()
-    assert data["pipeline_tag"] == "image-segmentation" and data["library_name"] == "segmentation-models-pytorch"
-    assert data["classes"] == ["bg", "cell"] and {"fastseg", "linknet", TINY} <= set(data["tags"])
-    assert data["fastseg"]["per_class"]["cell"] == {"iou": 0.32, "dice": 0.45, "support": 100}
-    metrics = data["model-index"][0]["results"][0]["metrics"]
-    assert {"type": "miou", "value": 0.61, "name": "valid mean IoU"} in metrics
-    assert "| cell | 0.3200 | 0.4500 | 10.00% |" in hub.text
-    assert "`cells` (8 train, 2 valid images)" in hub.text and "loss=ce+dice" in hub.text
-    assert "## Intended use and limits" in hub.text and "/secret/path" not in hub.content
-
-
 def test_folder_saved_by_smp_loads_and_predicts(tmp_path):
     import segmentation_models_pytorch as smp
 

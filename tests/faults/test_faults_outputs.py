@@ -293,36 +293,6 @@ def test_tile_predicts_an_image_over_the_limit_and_restores_it(predictor, tmp_pa
         predictor.predict([src / "a.png"])  # without tiles the limit holds
 
 
-def test_tiled_rows_stream_and_match_the_whole_blend():
-    from fastseg.infer.tiling import blend_window, tile_starts, tiled_rows
-
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (150, 110, 3), dtype=np.uint8)
-    calls = []
-
-    def probs_fn(tiles):  # any deterministic function of the tile will do
-        calls.append(len(tiles))
-        t = torch.from_numpy(tiles).float().permute(0, 3, 1, 2)
-        return torch.softmax(t / 64, dim=1)
-
-    rows, seen_at = [], []
-    for y, p in tiled_rows(probs_fn, image, 32, 0.25, 4):
-        rows.append((y, p))
-        seen_at.append(len(calls))
-    n_tiles = len(tile_starts(150, 32, 24)) * len(tile_starts(110, 32, 24))
-    assert seen_at[0] < n_tiles  # the first rows come out long before the last tile is computed
-    assert [y for y, _ in rows] == sorted(y for y, _ in rows) and rows[0][0] == 0
-    assert max(p.shape[1] for _, p in rows) <= 32 + 24 * 2  # never more than a few tile heights held
-    got = torch.cat([p for _, p in rows], dim=1)
-    # the reference: one accumulator over the whole image, as before
-    acc, wsum, w = torch.zeros(3, 150, 110), torch.zeros(150, 110), blend_window(32, 32)
-    for y in tile_starts(150, 32, 24):
-        for x in tile_starts(110, 32, 24):
-            acc[:, y:y + 32, x:x + 32] += probs_fn(image[None, y:y + 32, x:x + 32])[0] * w
-            wsum[y:y + 32, x:x + 32] += w
-    assert torch.equal(got, acc / wsum)
-
-
 # 5. demo-data into a folder that holds data
 
 def test_demo_data_refuses_a_folder_that_is_not_empty(tmp_path, monkeypatch):

@@ -13,37 +13,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fake_runs import assert_pair, fake_run
 from fault_driver import kill_at
 
-from fastseg.export.bundle import INFO_FILE, WEIGHTS_FILE, bundle_path_for
+from fastseg.export.bundle import INFO_FILE, bundle_path_for
 from fastseg.cli import main
 from fastseg.errors import ConfigError, TrainingError
 from fastseg.io import sha256_file
 
 TINY_FIT = ["--epochs", "3", "--lr", "1e-3", "--bs", "4", "--weights", "none"]
-
-
-def _fake_run(folder: Path, tag: str) -> Path:
-    """A run folder holding a small stand-in model.pkl (a zip, like torch.save's) and its bundle."""
-    import zipfile
-
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
-    pkl = folder / "model.pkl"
-    with zipfile.ZipFile(pkl, "w") as z:
-        z.writestr("archive/data.pkl", tag * 1000)
-    (folder / "model").mkdir()
-    (folder / "model" / WEIGHTS_FILE).write_bytes(tag.encode() * 1000)
-    info = {"codes": ["a", "b"], "run": str(folder), "pkl_sha256": sha256_file(pkl)}
-    (folder / "model" / INFO_FILE).write_text(json.dumps(info))
-    return pkl
-
-
-def _assert_pair(dest: Path, run_pkl: Path) -> None:
-    """``dest`` and its bundle are one pair, copied from ``run_pkl`` and its bundle."""
-    info = json.loads((bundle_path_for(dest) / INFO_FILE).read_text())
-    assert sha256_file(dest) == info["pkl_sha256"] == sha256_file(run_pkl)
-    assert sha256_file(bundle_path_for(dest) / WEIGHTS_FILE) == sha256_file(bundle_path_for(run_pkl) / WEIGHTS_FILE)
 
 
 def _earlier_model(trained, dest: Path) -> None:
@@ -76,7 +54,7 @@ def _destination_case(case: str, tmp: Path) -> tuple[Path, str]:
         return tmp / "m.pkl", (f"{tmp / 'm.pkl'}: exists and fastseg cannot tell that it wrote it (no fastseg bundle "
                                f"{tmp / 'm'} beside it); {again}")
     assert case == "not its bundle's"
-    pkl = _fake_run(tmp / "runs" / "a", "a")
+    pkl = fake_run(tmp / "runs" / "a", "a")
     shutil.copytree(bundle_path_for(pkl), tmp / "m")
     (tmp / "m.pkl").write_bytes(b"replaced by hand")
     return tmp / "m.pkl", (f"{tmp / 'm.pkl'}: exists and fastseg cannot tell that it wrote it (it does not match "
@@ -123,7 +101,7 @@ def test_publish_under_concurrent_fits_keeps_pairs_together(tmp_path):
     destination always come from the same run, and each publish says whose model it replaced."""
     import multiprocessing as mp
 
-    runs = [_fake_run(tmp_path / "runs" / tag, tag) for tag in ("a", "b")]
+    runs = [fake_run(tmp_path / "runs" / tag, tag) for tag in ("a", "b")]
     dest = tmp_path / "exports" / "model.pkl"
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_publish_many, args=(pkl, dest, 15)) for pkl in runs]
@@ -133,14 +111,14 @@ def test_publish_under_concurrent_fits_keeps_pairs_together(tmp_path):
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
     info = json.loads((bundle_path_for(dest) / INFO_FILE).read_text())
-    _assert_pair(dest, Path(info["run"]) / "model.pkl")
+    assert_pair(dest, Path(info["run"]) / "model.pkl")
     assert sorted(p.name for p in dest.parent.iterdir()) == [".model.pkl.lock", "model", "model.pkl"]
 
 
 def _legacy_export(tmp_path: Path) -> tuple[Path, Path]:
     """exports/model.pkl + model/ as fastseg wrote them before runs kept their own model: the run folder has
     no model.pkl, and the bundle records no .pkl hash."""
-    pkl = _fake_run(tmp_path / "runs" / "old", "o")
+    pkl = fake_run(tmp_path / "runs" / "old", "o")
     dest = tmp_path / "exports" / "model.pkl"
     dest.parent.mkdir()
     pkl.rename(dest)
@@ -156,13 +134,13 @@ def test_an_export_that_is_its_models_only_copy_moves_into_its_run_folder(tmp_pa
 
     dest, old_run = _legacy_export(tmp_path)
     before = sha256_file(dest)
-    new = _fake_run(tmp_path / "runs" / "new", "n")
+    new = fake_run(tmp_path / "runs" / "new", "n")
     said = []
     publish(new, dest, notify=said.append)
     assert said == [f"moved the previous model at {dest} into its run folder {old_run}",
                     f"replaced {dest} and {bundle_path_for(dest)}/ (the model of run {old_run})"]
     assert sha256_file(old_run / "model.pkl") == before and (old_run / "model" / INFO_FILE).is_file()
-    _assert_pair(dest, new)
+    assert_pair(dest, new)
 
 
 def test_an_export_whose_run_folder_is_gone_is_not_replaced(tiny_data, tmp_path):
@@ -258,7 +236,7 @@ def test_second_fit_keeps_the_first_model_and_a_failed_finish_can_be_resumed(tra
             "interrupted)") in said
     assert [row["epoch"] for row in result.history] == [0] and (run / "finished.json").is_file()
     assert result.model == run / "model.pkl" and result.export == dest
-    _assert_pair(dest, run / "model.pkl")
+    assert_pair(dest, run / "model.pkl")
     assert sha256_file(trained.run / "model.pkl") == earlier  # the first model is still there
     with pytest.raises(TrainingError, match="this run already finished"):
         resume(run)
@@ -384,7 +362,7 @@ def test_sigkill_at_every_write_then_resume_finishes_the_same_run(trained, tiny_
     model, info = read_bundle(bundle_path_for(dest))
     assert info["best_epoch"] == epoch and info["run"] == str(run)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
-    _assert_pair(dest, run / "model.pkl")
+    assert_pair(dest, run / "model.pkl")
     assert sha256_file(trained.run / "model.pkl") == earlier
     assert not list(run.glob(".*.tmp")) and not list(dest.parent.glob(".*.tmp"))
 

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fastseg.export.bundle import bundle_path_for
 from fastseg.config import PredictConfig
-from fastseg.errors import ConfigError, DataError, ModelError
+from fastseg.errors import ConfigError, DataError
 from fastseg.infer.predictor import collect_inputs, load, predict_paths
 
 
@@ -87,21 +86,6 @@ def test_tile_on_image_four_times_training_size_matches_whole_image(torch_predic
     assert np.array_equal(same[0], whole[0])
 
 
-def test_tiling_blends_to_the_whole_image_result_for_a_local_model():
-    from fastseg.infer.predictor import Predictor
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3, padding=1))
-    pred = Predictor(net, ["a", "b", "c"], [0.5] * 3, [0.25] * 3, device=torch.device("cpu"))
-    img = np.random.default_rng(0).integers(0, 255, (256, 200, 3), dtype=np.uint8)
-    (whole,), (wp,) = pred.predict([img], probs=True)
-    (tiled,), (tp,) = pred.predict([img], tile=64, overlap=0.25, bs=5, probs=True)
-    assert tiled.shape == (256, 200)
-    # a 5-pixel receptive field: only pixels at inner tile borders (weighted down) can differ
-    assert np.abs(tp.astype(np.float32) - wp.astype(np.float32)).mean() < 1e-3
-    assert (tiled == whole).mean() > 0.995
-
-
 @pytest.mark.slow
 def test_tta_averages_flipped_predictions(torch_predictor, mixed):
     img = mixed[1]
@@ -147,38 +131,6 @@ def test_unreadable_image_raises_in_python_api(torch_predictor, tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.png: cannot read image"):
         torch_predictor.predict([bad])
-
-
-@pytest.mark.slow
-def test_bundle_loads_without_unpickling(trained, monkeypatch):
-    import pickle
-
-    def forbidden(*a, **k):
-        raise AssertionError("unpickling while loading a bundle")
-
-    monkeypatch.setattr(pickle, "load", forbidden)
-    monkeypatch.setattr(pickle, "loads", forbidden)
-    monkeypatch.setattr(pickle, "Unpickler", forbidden)
-    monkeypatch.setattr(torch, "load", forbidden)
-    pred = load(bundle_path_for(trained.export), backend="torch")
-    assert pred.codes == ["background", "disc", "square", "triangle"]
-    assert pred.meta["encoder"] == "timm-efficientnet-b0" and len(pred.meta["mean"]) == 3
-
-
-def test_bad_bundle_json_is_a_model_error(tmp_path):
-    b = tmp_path / "b"
-    b.mkdir()
-    (b / "fastseg.json").write_text('{"arch": "Unet"}')
-    with pytest.raises(ModelError, match=r"fastseg.json: missing encoder, codes, mean, std \(not a fastseg bundle"):
-        load(b)
-    (b / "fastseg.json").write_text("{")
-    with pytest.raises(ModelError, match="fastseg.json: not valid JSON"):
-        load(b)
-
-
-def test_folder_that_is_not_a_model(tmp_path):
-    with pytest.raises(ModelError, match="folder without fastseg.json"):
-        load(tmp_path)
 
 
 @pytest.mark.parametrize("opts, msg", [

@@ -1,4 +1,5 @@
-"""Training precision (--precision) and the CPU inference backends auto chooses among (no GPU needed)."""
+"""Training precision (--precision): the choice, the bf16 step on CPU, fp32 exports (no GPU needed); the inference
+backends are tested in tests/infer/test_backends.py."""
 
 import json
 import re
@@ -8,15 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fastseg.infer.backends import AGREEMENT_MIN, ModelSource, TorchBackend, TorchBf16Backend, choose_backend, decide_backend
 from fastseg.cli import build_config, main
 from fastseg.config import FitConfig
 from fastseg.device import BF16_MIN_GAIN, CpuBf16, decide_precision, time_precisions
-from fastseg.errors import ConfigError, ModelError
+from fastseg.errors import ConfigError
 from fastseg.model import build_model
-
-
-# --------------------------------------------------------------------------- training precision
 
 
 @pytest.mark.parametrize("requested, device, native, times, expected", [
@@ -158,133 +155,3 @@ def test_bf16_fit_exports_fp32_models_without_the_autocast_callback(tiny_data, t
     assert np.asarray(learn.predict(img)[0]).shape == (64, 64)  # fastai's own predict on the export
     state = load_file(str(bundle_path_for(result.export) / WEIGHTS_FILE))
     assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
-
-
-# --------------------------------------------------------------------------- inference backends
-
-
-def _agree(a, b) -> float:
-    return float((a == b).float().mean())
-
-
-def test_bf16_gives_the_fp32_argmax_on_a_tiny_model():
-    torch.manual_seed(0)
-    model, _ = build_model("timm-efficientnet-b0", 3, "none")
-    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
-    ref = TorchBackend(model, torch.device("cpu"))(x).argmax(1)
-    out = TorchBf16Backend(model, torch.device("cpu"))(x)
-    assert out.dtype == torch.float32
-    assert _agree(ref, out.argmax(1)) >= 0.99
-
-
-def test_decide_backend_takes_the_fastest_trusted_one():
-    name, why = decide_backend({"onnx": 0.10, "openvino": 0.05, "torch": 0.30},
-                               {"onnx": 1.0, "openvino": 0.999, "torch": 1.0})
-    assert name == "openvino"
-    assert why == ("auto: fastest on a probe here: openvino 50 ms, onnx 100 ms, torch 300 ms; "
-                   "99.90% of validation pixels as fp32")
-
-
-def test_decide_backend_refuses_backends_under_the_agreement_bar_or_never_checked():
-    name, why = decide_backend({"onnx": 0.10, "onnx-int8": 0.04, "torch-bf16": 0.03},
-                               {"onnx": 1.0, "onnx-int8": AGREEMENT_MIN - 0.005, "torch-bf16": None})
-    assert name == "onnx"
-    assert why.endswith("not used: onnx-int8 (99.00% of pixels as fp32 < 99.5%), torch-bf16 (not checked against fp32)")
-    with pytest.raises(ModelError, match="no inference backend to choose from: onnx-int8: 98.00%"):
-        decide_backend({"onnx-int8": 0.04}, {"onnx-int8": 0.98})
-
-
-@pytest.mark.parametrize("shares, expected", [({"torch-bf16": 0.999}, "torch-bf16"), ({"torch-bf16": 0.99}, "torch"),
-                                              ({}, "torch")])
-def test_auto_backend_picks_the_winner_of_the_probe_among_trusted_ones(monkeypatch, shares, expected):
-    import fastseg.infer.backends as B
-
-    monkeypatch.setattr(B, "_auto_candidates", lambda source, device: (["torch", "torch-bf16"], {}))
-    probed = {}
-
-    def fake_probe(backends, x, rounds=2):
-        probed.update(backends)
-        return {n: {"torch": 0.2, "torch-bf16": 0.1}[n] for n in backends}
-
-    monkeypatch.setattr(B, "probe_seconds", fake_probe)
-    model, _ = build_model("timm-efficientnet-b0", 2, "none")
-    backend, note = choose_backend(ModelSource(model=model), torch.device("cpu"), "auto", agreement=shares, probe_side=64)
-    raced = shares.get("torch-bf16", 0) >= AGREEMENT_MIN
-    assert backend.name == expected
-    assert note.startswith(f"{expected} (auto: fastest on a probe here: " if raced else
-                           f"{expected} (auto: the one backend here that matches fp32; not used: torch-bf16 (")
-    assert set(probed) == ({"torch", "torch-bf16"} if raced else set())  # a lone trusted backend is not timed
-
-
-def test_decide_backend_needs_times_only_to_race_trusted_backends():
-    assert decide_backend({"onnx": None, "torch-bf16": None}, {"onnx": 1.0, "torch-bf16": 0.9}) == \
-        ("onnx", "auto: the one backend here that matches fp32; not used: torch-bf16 (90.00% of pixels as fp32 < 99.5%)")
-    with pytest.raises(ValueError, match="needs the probe's times"):
-        decide_backend({"onnx": None, "openvino": None}, {"onnx": 1.0, "openvino": 0.999})
-
-
-def test_requested_backends_that_cannot_run_say_what_to_do():
-    model, _ = build_model("timm-efficientnet-b0", 2, "none")
-    with pytest.raises(ConfigError, match=r"backend onnx-int8: no int8 model beside this one \(make it with "
-                                          r"`fastseg export MODEL --format onnx --int8`\)"):
-        choose_backend(ModelSource(model=model), torch.device("cpu"), "onnx-int8")
-    with pytest.raises(ConfigError, match="unknown backend 'tpu'; valid choices: auto, torch, torch-bf16, onnx, "
-                                          "onnx-int8, openvino"):
-        choose_backend(model, torch.device("cpu"), "tpu")
-
-
-def test_fit_records_the_fast_backends_agreement_and_the_data_folder(trained, tiny_data):
-    from fastseg.export.bundle import bundle_path_for, read_info
-
-    info = read_info(bundle_path_for(trained.export))
-    found = info["agreement"]
-    assert found["images"] == 2 and found["pixels"] == 2 * 64 * 64  # the tiny set's two validation images
-    assert 0.5 < found["backends"]["torch-bf16"] <= 1.0
-    assert info["data"] == str(tiny_data)  # where `fastseg export --int8` finds calibration images
-
-
-# --------------------------------------------------------------------------- int8
-
-
-@pytest.mark.slow
-def test_int8_export_runs_agrees_and_is_found_beside_its_model(trained, tmp_path):
-    import shutil
-
-    from fastseg import export_model
-    from fastseg.infer.predictor import load
-
-    pkl = tmp_path / "model.pkl"
-    shutil.copy(trained.export, pkl)
-    res = export_model(pkl, "onnx", int8=True)
-    assert res.path == tmp_path / "model.int8.onnx" and res.path.is_file()
-    q = res.quantization
-    assert q["agreement_images"] == 2 and "training images from" in q["calibration"]
-    # the 1-epoch model's class probabilities are nearly uniform (see test_predict), so argmax flips on
-    # tiny changes; int8 still gives the fp32 class on the great majority of pixels
-    assert q["agreement"] > 0.8
-    int8 = load(res.path)
-    assert int8.backend.name == "onnx-int8" and int8.backend_note.startswith("onnx-int8 (onnxruntime, int8 model; ")
-    fp32 = load(pkl, backend="torch")
-    img = [np.asarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3)), dtype=np.uint8)]
-    assert (int8.predict(img)[0] == fp32.predict(img)[0]).mean() > 0.8
-    beside = load(pkl, backend="onnx-int8")  # the sidecar of these very weights
-    assert beside.backend.name == "onnx-int8"
-    other = tmp_path / "other.pkl"  # same file name pattern, other weights: never used
-    shutil.copy(pkl, other)
-    shutil.copy(res.path, tmp_path / "other.int8.onnx")
-    from fastseg.export.quantize import int8_beside
-
-    model, _ = build_model("timm-efficientnet-b0", len(fp32.codes), "none")
-    assert int8_beside(other, model) == (None, None)
-
-
-def test_int8_needs_onnx_and_a_calibration_source(trained, tmp_path):
-    from fastseg.export.formats import export_model
-    from fastseg.export.quantize import calibration_images
-
-    with pytest.raises(ConfigError, match="--int8 and --calib apply to --format onnx only"):
-        export_model(trained.export, "torchscript", int8=True)
-    with pytest.raises(ModelError, match=r"data folder /nowhere is not here; give --calib DIR"):
-        calibration_images({"data": "/nowhere"}, None)
-    with pytest.raises(ModelError, match="no images to calibrate on"):
-        calibration_images({}, tmp_path)
