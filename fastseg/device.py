@@ -532,6 +532,10 @@ def resolve_precision(requested: str, model: torch.nn.Module, bs: int, size: int
     return decide_precision(requested, device.type, native, times)
 
 
+PROBE_STEADY = 1.25  # a probed step time counts once consecutive steps agree within this factor
+PROBE_MAX_STEPS = 8  # ... or after this many steps (a busy machine may never settle)
+
+
 class StepProbe:
     """Measurements the run plan asks for, on this machine: ``--bs auto``, ``--precision auto`` and the
     step times behind ``--time``. One weights-free copy of the run's model (same encoder and classes)
@@ -557,27 +561,34 @@ class StepProbe:
 
     def step_seconds(self, size: int, bs: int, precision: str, rounds: int = 2) -> float:
         """Seconds of one training step (forward, loss, backward, AdamW) of ``bs`` crops of ``size``: the
-        fastest of ``rounds`` after a warm-up (other load only slows a step down)."""
-        import time
-
+        fastest of the last ``rounds`` once ``rounds`` steps in a row agree within ``PROBE_STEADY`` (a new
+        shape's first steps build its kernels: oneDNN's bf16 ones took several seconds for 3-4 steps)."""
         model = self.model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6, foreach=True)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(bs, input_channels(model), size, size, generator=gen).to(self.device).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(bs, input_channels(model), size, size, generator=gen).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(self.n_classes, (bs, size, size), generator=gen).to(self.device)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        best = float("inf")
+        times: list[float] = []
         with torch.random.fork_rng(devices=[]):
-            for i in range(rounds + 1):
-                start = time.perf_counter()
-                grouped = Fp32GroupedConvs(model) if amp is not None and self.device.type == "cpu" else nullcontext()
-                with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None), grouped:
-                    out = model(x)
-                torch.nn.functional.cross_entropy(out.float(), y).backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                if i:  # the first step is the warm-up (kernel selection, allocator)
-                    best = min(best, time.perf_counter() - start)
-        return best
+            while len(times) < PROBE_MAX_STEPS:
+                times.append(self._one_step(model, opt, x, y, amp))
+                last = times[-rounds:]
+                if len(times) > rounds and max(last) <= PROBE_STEADY * min(last):
+                    break
+        return min(times[-rounds:])
+
+    def _one_step(self, model, opt, x, y, amp) -> float:
+        import time
+
+        start = time.perf_counter()
+        grouped = Fp32GroupedConvs(model) if amp is not None and self.device.type == "cpu" else nullcontext()
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None), grouped:
+            out = model(x)
+        torch.nn.functional.cross_entropy(out.float(), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start

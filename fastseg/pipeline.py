@@ -109,7 +109,7 @@ def plan_fit(cfg: FitConfig, notify: Notify = silent) -> RunPlan:
     _, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch, in_channels=spec.channels)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
-    return plan_for(cfg, spec, winfo, time.perf_counter() - started)
+    return plan_for(cfg, spec, winfo, started)
 
 
 def lr_find(cfg: FitConfig, notify: Notify = silent, plot: str | Path | None = None) -> LRFindResult:

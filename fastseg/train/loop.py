@@ -78,21 +78,23 @@ class Trained:
     trained_epochs: list[int] = field(default_factory=list)
 
 
-def plan_for(cfg: FitConfig, spec: DataSpec, winfo: WeightsInfo, elapsed_s: float = 0.0) -> RunPlan:
-    """The run's plan: rank 0 alone measures and decides under DDP, and every rank gets the same plan."""
+def plan_for(cfg: FitConfig, spec: DataSpec, winfo: WeightsInfo, started: float | None = None) -> RunPlan:
+    """The run's plan: rank 0 alone measures and decides under DDP, and every rank gets the same plan.
+    ``started``: ``time.perf_counter()`` when the run began (``--time`` counts everything since)."""
     from .distributed import local_world_size, world_size
 
     sizes = world_size(), local_world_size()  # read here: inside run_on_main rank 0 sees itself alone
-    return run_on_main(_plan_here, cfg, spec, winfo.loaded, sizes, elapsed_s)
+    started = time.perf_counter() if started is None else started
+    return run_on_main(_plan_here, cfg, spec, winfo.loaded, sizes, started)
 
 
-def _plan_here(cfg: FitConfig, spec: DataSpec, pretrained: bool, sizes: tuple[int, int], elapsed_s: float) -> RunPlan:
+def _plan_here(cfg: FitConfig, spec: DataSpec, pretrained: bool, sizes: tuple[int, int], started: float) -> RunPlan:
     from ..device import StepProbe
 
     machine = dataclasses.replace(Machine.detect(cfg.device), world_size=sizes[0], local_processes=sizes[1])
     probe = StepProbe(lambda: build_model(cfg.encoder, spec.n_classes, "none", arch=cfg.arch,
                                           in_channels=spec.channels)[0], spec.n_classes, machine.device)
-    return plan_run(cfg, spec, machine, pretrained, probe, elapsed_s)
+    return plan_run(cfg, spec, machine, pretrained, probe, clock=lambda: time.perf_counter() - started)
 
 
 def prepare(cfg: FitConfig, notify: Notify = silent, plan: RunPlan | None = None, workdir: Path | None = None,
@@ -107,7 +109,7 @@ def prepare(cfg: FitConfig, notify: Notify = silent, plan: RunPlan | None = None
     model, winfo = build_model(cfg.encoder, spec.n_classes, cfg.weights, arch=cfg.arch, in_channels=spec.channels)
     if cfg.weights == "imagenet" and not winfo.loaded:
         notify(f"Warning: {winfo.source}")
-    plan = plan or plan_for(cfg, spec, winfo, time.perf_counter() - started)
+    plan = plan or plan_for(cfg, spec, winfo, started)
     set_seed(cfg.seed, reproducible=True)  # the probes drew random numbers; training starts from the seed
     getters = Getters.for_spec(spec, plan.cache)
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fastseg-"))

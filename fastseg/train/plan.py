@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ..config import FitConfig
 from ..constants import STRIDE
@@ -35,9 +35,13 @@ PROGRESSIVE_MIN_EPOCHS = 4  # shorter runs leave too little of either part to be
 PROGRESSIVE_LR_DIV = 4  # the full-size part refines: at the full peak LR its first epochs undid the half-size part
 AUG_FULL_STEPS = 1000  # --aug auto: the full recipe from this many optimiser steps on; shorter runs underfit (a judgement)
 VALID_COST = 0.4  # a validation image costs about this share of a training image (forward only, no backward)
-STEP_OVERHEAD = 1.08  # fastai's loop (data, optimiser step, callbacks) on top of a probed forward/backward
-FINISH_FIXED_S = 12.0  # the finish's fixed cost (export, ONNX/OpenVINO agreement check, plots, report) on 2 CPU cores
-FINISH_PASSES = 4  # full-resolution forward passes over the validation set in the finish (scores, samples, checks)
+STEP_SCALE = 0.93  # fastai's steady training step over the probe's; measured 0.90-0.97 (docs/benchmarks.md#--time)
+FINISH_FIXED_S = 3.5  # the finish's fixed cost (exports, ONNX conversion, plots, report) on 2 CPU cores
+FINISH_PASSES = 7  # full-resolution forward passes over the validation set in the finish (scores, samples,
+# per-image table, backend agreement)
+EPOCH_FIXED_S = 0.5  # per epoch: last.pth (model + optimiser state) and best.pth written, callbacks, loader start
+SETUP_AFTER_PLAN_S = 0.5  # after planning: the RAM cache filled, the learner and its DataLoaders built
+LR_FIND_FIXED_S = 2.5  # the LR finder's own set-up: its crop loaders, saving and restoring the weights
 
 
 @dataclass(frozen=True)
@@ -283,13 +287,14 @@ class Costs:
     lr_find: float  # the whole LR finder (0 with a given --lr)
     valid_epoch: float  # validating once on centre crops
     finish: float  # after the last epoch: exports, full-resolution predictions, plots, report
+    epoch_fixed: float = 0.0  # per epoch whatever its steps: checkpoints (last.pth, best.pth), callbacks
 
     def run(self, epochs: int, n_train: int, bs: int, small: int | None, crops: int, freeze: int) -> float:
         n_small = small_epochs(epochs) if small else 0
         full = (epochs - n_small) * steps_per_epoch(n_train, bs) * self.full_step
         half = (n_small + (freeze if small else 0)) * steps_per_epoch(n_train, bs, crops) * self.small_step
         warm = 0.0 if small else freeze * steps_per_epoch(n_train, bs) * self.full_step * 0.6  # no encoder backward
-        return self.lr_find + full + half + warm + (epochs + freeze) * self.valid_epoch + self.finish
+        return self.lr_find + full + half + warm + (epochs + freeze) * (self.valid_epoch + self.epoch_fixed) + self.finish
 
 
 @dataclass(frozen=True)
@@ -322,39 +327,43 @@ def budget_epochs(left_s: float, costs: Costs, work: Workload, cfg: FitConfig) -
 def _costs(cfg: FitConfig, spec, work: Workload, precision: str, probe: Probe) -> Costs:
     """What each part of the run costs here: probed training steps at the full and the half size."""
     size, bs = work.size, work.bs
-    full = probe.step_seconds(size, bs, precision) * STEP_OVERHEAD
+    full = probe.step_seconds(size, bs, precision) * STEP_SCALE
     half_side = (size // 2) // STRIDE * STRIDE
-    small = probe.step_seconds(half_side, bs, precision) * STEP_OVERHEAD \
+    small = probe.step_seconds(half_side, bs, precision) * STEP_SCALE \
         if cfg.progressive != "off" and half_side >= 32 else 0.0
     per_image = full / bs
-    lr_find = 0.0 if cfg.lr != "auto" else cfg.lr_find_iters * full * (lr_find_size(cfg, size) / size) ** 2
+    lr_find = 0.0 if cfg.lr != "auto" else \
+        LR_FIND_FIXED_S + cfg.lr_find_iters * probe.step_seconds(lr_find_size(cfg, size), bs, precision) * STEP_SCALE
     valid = VALID_COST * per_image * max(1, len(spec.valid))
     valid_pixels = sum(spec.class_pixels.get("valid", ())) or len(spec.valid) * size * size
     finish = FINISH_FIXED_S + FINISH_PASSES * VALID_COST * per_image * valid_pixels / (size * size)
-    return Costs(full_step=full, small_step=small, lr_find=lr_find, valid_epoch=valid, finish=finish)
+    return Costs(full_step=full, small_step=small, lr_find=lr_find, valid_epoch=valid, finish=finish,
+                 epoch_fixed=EPOCH_FIXED_S)
 
 
 def _epochs(cfg: FitConfig, spec, work: Workload, precision: str, probe: Probe | None,
-            elapsed_s: float) -> tuple[int, str, float | None, dict]:
-    """--epochs, or the most epochs that fit --time (with the predicted wall time and the measurements)."""
+            clock: Callable[[], float]) -> tuple[int, str, float | None, dict]:
+    """--epochs, or the most epochs that fit --time (with the predicted wall time and the measurements).
+    ``clock()``: seconds the run has spent so far, read after the probes (they count against the budget)."""
     if cfg.time is None:
         return cfg.epochs, "--epochs", None, {}
     costs = _costs(cfg, spec, work, precision, _need(probe, "--time"))
-    epochs, seconds = budget_epochs(cfg.time - elapsed_s, costs, work, cfg)
-    total = elapsed_s + seconds
+    spent = clock() + SETUP_AFTER_PLAN_S
+    epochs, seconds = budget_epochs(cfg.time - spent, costs, work, cfg)
+    total = spent + seconds
     why = (f"--time {_minutes(cfg.time)}: step {costs.full_step:.2f} s"
            + (f" ({costs.small_step:.2f} s at half size)" if costs.small_step else "")
-           + f", {elapsed_s:.0f} s spent before planning; predicted {_minutes(total)} in all")
-    return epochs, why, total, {**dataclasses.asdict(costs), "elapsed_before_plan": elapsed_s}
+           + f", {spent:.0f} s to set up; predicted {_minutes(total)} in all")
+    return epochs, why, total, {**dataclasses.asdict(costs), "setup": spent}
 
 
 def plan_run(cfg: FitConfig, spec, machine: Machine, pretrained: bool, probe: Probe | None = None,
-             elapsed_s: float = 0.0) -> RunPlan:
+             clock: Callable[[], float] = lambda: 0.0) -> RunPlan:
     """Every automatic decision for training ``cfg`` on ``spec`` on ``machine``, each with its reason.
 
     ``pretrained``: the encoder's weights were loaded (the recipe then starts with a frozen warm-up).
     ``probe`` measures what ``--bs auto``, ``--precision auto`` and ``--time`` need (None: nothing to
-    measure). ``elapsed_s``: seconds the run has spent already, counted against ``--time``."""
+    measure). ``clock()``: seconds the run has spent so far, counted against ``--time``."""
     why: dict[str, str] = {"device": _device_why(cfg, machine)}
     size, why["size"] = auto_size(spec.min_side, cfg.size)
     _check_arch_size(cfg.arch, size)
@@ -363,7 +372,7 @@ def plan_run(cfg: FitConfig, spec, machine: Machine, pretrained: bool, probe: Pr
     precision, why["precision"] = _precision(cfg, machine, probe, size, bs)
     cache, why["cache"] = _cache(cfg, spec, machine)
     work = Workload(len(spec.train), bs, size, spec.min_side, cfg.freeze_epochs if pretrained else 0)
-    epochs, why["epochs"], estimate, timings = _epochs(cfg, spec, work, precision, probe, elapsed_s)
+    epochs, why["epochs"], estimate, timings = _epochs(cfg, spec, work, precision, probe, clock)
     small, why["progressive"] = progressive_size(cfg, spec.min_side, size, epochs)
     crops = crops_per_image(size, small) if small else 1
     phases = plan_phases(epochs, cfg.freeze_epochs, pretrained, small)

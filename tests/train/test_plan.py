@@ -143,14 +143,15 @@ def test_time_budget_picks_the_most_epochs_that_fit():
     """--time: epochs from probed step times; a larger budget buys more epochs, and the prediction fits."""
     probe = FakeProbe()
     spec = spec_like()
-    plans = {t: plan_run(FitConfig(time=t, precision="fp32"), spec, CPU, False, probe, elapsed_s=10) for t in (240, 480)}
+    plans = {t: plan_run(FitConfig(time=t, precision="fp32"), spec, CPU, False, probe,
+                         clock=lambda: 10.0) for t in (240, 480)}
     assert 4 <= plans[240].epochs < plans[480].epochs
     for t, plan in plans.items():
         assert plan.estimate_s <= t and plan.budget_s == t
         assert plan.why["epochs"].startswith(f"--time {t // 60} min 0 s: step ")
         assert plan.progressive == 128  # ISBI-like images: the budget run is progressive too
-    costs = Costs(**{k: v for k, v in plans[240].timings.items() if k != "elapsed_before_plan"})
-    one_more = costs.run(plans[240].epochs + 1, 24, 8, 128, 4, 0) + 10
+    costs = Costs(**{k: v for k, v in plans[240].timings.items() if k != "setup"})
+    one_more = costs.run(plans[240].epochs + 1, 24, 8, 128, 4, 0) + plans[240].timings["setup"]
     assert one_more > 240  # the next epoch count would not have fitted
 
 
@@ -170,3 +171,19 @@ def test_time_is_parsed_and_exclusive_of_epochs_on_the_cli(tiny_data):
         FitConfig(time="4 weeks")
     res = CliRunner().invoke(main, ["fit", "--data", str(tiny_data), "--time", "4m", "--epochs", "3"])
     assert res.exit_code == 2 and "--time and --epochs are exclusive" in res.output
+
+
+def test_time_counts_the_probes_against_the_budget():
+    """The clock is read after the probes: a slow probe leaves fewer epochs, never an overrun."""
+    spent = [0.0]
+
+    class SlowProbe(FakeProbe):
+        def step_seconds(self, size, bs, precision):
+            spent[0] += 30.0
+            return super().step_seconds(size, bs, precision)
+
+    cfg = FitConfig(time=240, precision="fp32")
+    slow = plan_run(cfg, spec_like(), CPU, False, SlowProbe(), clock=lambda: spent[0])
+    quick = plan_run(cfg, spec_like(), CPU, False, FakeProbe())
+    assert slow.timings["setup"] >= 90  # full, half and LR-finder steps, 30 s each
+    assert slow.epochs < quick.epochs and slow.estimate_s <= 240
