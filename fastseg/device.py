@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from functools import partial
 from typing import Callable
 
+import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.optimizer import OptimWrapper
@@ -559,9 +560,9 @@ class StepProbe:
         choice, why, _ = resolve_precision(requested, self.model, bs, size, self.n_classes, self.device)
         return choice, why
 
-    def step_seconds(self, size: int, bs: int, precision: str, rounds: int = 2) -> float:
+    def step_seconds(self, size: int, bs: int, precision: str, rounds: int = 3) -> float:
         """Seconds of one training step (forward, loss, backward, AdamW) of ``bs`` crops of ``size``: the
-        fastest of the last ``rounds`` once ``rounds`` steps in a row agree within ``PROBE_STEADY`` (a new
+        median of the last ``rounds`` once ``rounds`` steps in a row agree within ``PROBE_STEADY`` (a new
         shape's first steps build its kernels: oneDNN's bf16 ones took several seconds for 3-4 steps)."""
         model = self.model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6, foreach=True)
@@ -577,7 +578,7 @@ class StepProbe:
                 last = times[-rounds:]
                 if len(times) > rounds and max(last) <= PROBE_STEADY * min(last):
                     break
-        return min(times[-rounds:])
+        return float(np.median(times[-rounds:]))
 
     def _one_step(self, model, opt, x, y, amp) -> float:
         import time
