@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -75,55 +76,44 @@ def random_crops(imgs, masks, n: int, rng: np.random.Generator, crop: int = CROP
     return to_input(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def seconds_per_step(bs: int = BS, channels_last: bool = False, crop: int = CROP, classes: int = 2) -> float:
-    """Wall time of one training step (``bs`` crops of ``crop`` px) of the Unet on this machine, right now;
-    ``channels_last``: in the weight layout fastseg trains with (fastseg.device.tune_learner)."""
-    import segmentation_models_pytorch as smp
-
-    model = smp.Unet(ENCODER, encoder_weights=None, classes=classes)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x, y = torch.randn(bs, 3, crop, crop), torch.randint(0, classes, (bs, crop, crop))
-    times = []
-    for _ in range(4):
-        t = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times[1:]))
+def one_cycle_lr(frac: float, max_lr: float = 1e-3, pct_start: float = 0.3, div: float = 25.0,
+                 final_div: float = 1e4) -> float:
+    """torch's OneCycleLR (cosine) at ``frac`` of the run: up from max_lr/div, then down to max_lr/div/final_div."""
+    if frac < pct_start:
+        lo, hi, t = max_lr / div, max_lr, frac / pct_start
+    else:
+        lo, hi, t = max_lr, max_lr / div / final_div, (frac - pct_start) / (1 - pct_start)
+    return hi + (lo - hi) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
 
 
-def plain_loop(data: Path, epochs: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
-    """AdamW + OneCycleLR + cross-entropy, random 256 crops + flips, 48 crops per epoch (bs 8)."""
+def plain_loop(data: Path, seconds: float, seed: int = 0) -> tuple[torch.nn.Module, float, int]:
+    """AdamW + one-cycle + cross-entropy, random 256 crops + flips, bs 8, for ``seconds`` of wall time."""
     imgs, masks = load_pairs(data, [f"{i}.png" for i in range(24)])
-    return plain_train(imgs, masks, epochs, classes=2, crop=CROP, crops_per_epoch=48, seed=seed)
+    return plain_train(imgs, masks, seconds, classes=2, crop=CROP, seed=seed)
 
 
-def plain_train(imgs, masks, epochs: int, classes: int, crop: int, crops_per_epoch: int,
-                seed: int = 0) -> tuple[torch.nn.Module, float]:
-    """The plain PyTorch loop: AdamW + OneCycleLR (max 1e-3) + cross-entropy, random crops + flips, bs 8."""
+def plain_train(imgs, masks, seconds: float, classes: int, crop: int, seed: int = 0) -> tuple[torch.nn.Module, float, int]:
+    """The plain PyTorch loop: AdamW + a one-cycle LR (max 1e-3, cosine, as torch's OneCycleLR) + cross-entropy,
+    random crops + flips, bs 8. Its schedule runs on wall time: it trains for exactly ``seconds`` (the time
+    fastseg took), whatever a step costs, so no estimate can favour either side. Returns (model, seconds, steps)."""
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = smp.Unet(ENCODER, encoder_weights=None, classes=classes)
-    steps = crops_per_epoch // BS
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=epochs * steps)
-    t0 = time.perf_counter()
+    opt = torch.optim.AdamW(model.parameters(), lr=one_cycle_lr(0.0), weight_decay=1e-2)
+    t0, steps = time.perf_counter(), 0
     model.train()
-    for _ in range(epochs):
-        for _ in range(steps):
-            x, y = random_crops(imgs, masks, BS, rng, crop)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model, time.perf_counter() - t0
+    while (frac := (time.perf_counter() - t0) / seconds) < 1.0:
+        for group in opt.param_groups:
+            group["lr"] = one_cycle_lr(frac)
+        x, y = random_crops(imgs, masks, BS, rng, crop)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    return model, time.perf_counter() - t0, steps
 
 
 @torch.inference_mode()
@@ -185,18 +175,15 @@ def main(argv=None) -> int:
                                                               "budget_ratio": fs_s / budget, "seed": args.seed,
                                                               **fs_info}}, indent=2))
             return 0 if fs_scores["miou"] >= 0.75 and abs(fs_s / budget - 1) <= 0.10 else 1
-        sps = seconds_per_step()
-        plain_epochs = max(1, round(fs_s / (sps * (48 // BS))))  # the wall time fastseg took
-        print(f"probe: {sps:.2f} s per step of {BS} -> plain {plain_epochs} epochs of 48 crops", flush=True)
-        model, plain_s = plain_loop(data, plain_epochs)
+        model, plain_s, plain_steps = plain_loop(data, fs_s)  # the wall time fastseg took
         plain_scores = evaluate_model(model, data)
-        print(f"plain:   mIoU {plain_scores['miou']:.4f} in {plain_s:.0f} s ({plain_epochs} epochs)", flush=True)
+        print(f"plain:   mIoU {plain_scores['miou']:.4f} in {plain_s:.0f} s ({plain_steps} steps)", flush=True)
     report = {
-        "budget_s": budget, "probe_s_per_step": {f"plain bs{BS}": sps},
+        "budget_s": budget,
         "fastseg": {"miou": fs_scores["miou"], "membrane_iou": fs_scores["per_class"]["membrane"]["iou"],
                     "seconds": fs_s, "budget_ratio": fs_s / budget, "seed": args.seed, **fs_info},
         "plain": {"miou": plain_scores["miou"], "membrane_iou": plain_scores["per_class"]["membrane"]["iou"],
-                  "seconds": plain_s, "epochs": plain_epochs},
+                  "seconds": plain_s, "steps": plain_steps},
         "load_average_1min": os.getloadavg()[0],
     }
     print(json.dumps(report, indent=2))

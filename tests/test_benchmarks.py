@@ -27,3 +27,20 @@ def test_mni_split_keeps_training_slices_away_from_validation_slabs():
     gap = min(abs(t - v) for t in train for v in valid)
     assert gap >= 2 * mni_tissue.STEP  # the slices touching a slab are not trained on
     assert set(train) | set(valid) | {v + d * mni_tissue.STEP for v in valid for d in (-1, 1)} >= set(zs)
+
+
+def test_plain_loops_time_based_one_cycle_matches_torchs_onecyclelr():
+    """The benchmarks' plain loop runs torch's OneCycleLR curve on wall time instead of a step count."""
+    import pytest
+    import torch
+    from isbi_quality import one_cycle_lr
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    total = 1000
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total, anneal_strategy="cos",
+                                                cycle_momentum=False)
+    for step in range(total):
+        if step % 97 == 0:  # torch's curve reaches its ends at step 0 and total - 1
+            assert one_cycle_lr(step / (total - 1)) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-2)  # step rounding
+        opt.step()
+        sched.step()
