@@ -360,7 +360,7 @@ def test_sigkill_at_every_write_then_resume_finishes_the_same_run(trained, tiny_
     epoch, weights = load_best(run)
     assert epoch == metrics["best"]["epoch"] == result.best_epoch
     model, info = read_bundle(bundle_path_for(dest))
-    assert info["best_epoch"] == epoch and info["run"] == str(run)
+    assert info.best_epoch == epoch and info.run == str(run)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert_pair(dest, run / "model.pkl")
     assert sha256_file(trained.run / "model.pkl") == earlier
