@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import re
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -79,16 +81,22 @@ def check_page(path: Path, width: int = 1280, height: int = 2000) -> PageCheck:
     """Load ``path`` in a fresh headless Chromium; report errors, image sizes and a viewport screenshot."""
     from websockets.sync.client import connect
 
-    with tempfile.TemporaryDirectory(prefix="fastseg-chromium-") as profile:
+    # Chromium's helper processes may still write the profile after the main one is gone: kill the whole
+    # process group, and let a profile left half-deleted not fail the check
+    with tempfile.TemporaryDirectory(prefix="fastseg-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                  "--hide-scrollbars", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
             url = _devtools_url(proc)
             with connect(url, max_size=None, open_timeout=TIMEOUT) as ws:
                 return _run(_Session(ws), path, width, height)
         finally:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait()
 
 
