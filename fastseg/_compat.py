@@ -14,7 +14,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ["MOVED", "install"]
+__all__ = ["MOVED", "install", "reexport"]
 
 MOVED = {  # old module path -> where it lives now
     "fastseg.layouts": "fastseg.data.layouts",
@@ -63,3 +63,18 @@ def install() -> None:
         # first: a folder an upgrade left behind (fastseg/annotations/ holding only __pycache__) would
         # otherwise be found as an empty namespace package before the alias
         sys.meta_path.insert(0, _AliasFinder())
+
+
+def reexport(package: str, target: str):
+    """A module ``__getattr__`` for ``package`` (an old flat module, now a stage package) that resolves the names
+    old code and exported .pkl files use from ``target``, the module that holds them now, on first use."""
+
+    def __getattr__(name):
+        module = importlib.import_module(target)
+        try:
+            return getattr(module, name)
+        except AttributeError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__
+

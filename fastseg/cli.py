@@ -85,6 +85,13 @@ class AutoOrInt(click.ParamType):
         return number
 
 
+def _with_options(f, opts: list):
+    """``f`` decorated with ``opts``, shown in --help in list order."""
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def data_model_options(f):
     """Options shared by every command that builds data and a model (fit, lr-find)."""
     opts = [
@@ -107,9 +114,7 @@ def data_model_options(f):
         click.option("--device", help=f"Where to train: {DEVICE_HINT}; auto is CUDA, then Apple MPS, then the CPU "
                                       f"(printed in the plan).  [default: {DEFAULTS.device}]"),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return _with_options(f, opts)
 
 
 def layout_options(f):
@@ -125,9 +130,7 @@ def layout_options(f):
         click.option("--ignore-index", type=click.IntRange(0, 255),
                      help=f"Mask value to ignore in loss and metrics.  [default: {IGNORE_INDEX}]"),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return _with_options(f, opts)
 
 
 def training_options(f):
@@ -165,9 +168,7 @@ def training_options(f):
         click.option("--fp16/--no-fp16", default=None, hidden=True,
                      help="Before --precision: --fp16 is --precision auto, --no-fp16 is --precision fp32."),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return _with_options(f, opts)
 
 
 def speed_options(f):
@@ -183,9 +184,7 @@ def speed_options(f):
                      help="Train through torch.compile (GPU runs; slower to start).  "
                           f"[default: {flag_default('compile', DEFAULTS.compile)}]"),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return _with_options(f, opts)
 
 
 def postprocess_options(f):
@@ -198,9 +197,7 @@ def postprocess_options(f):
                      help="Background (the first class) enclosed by a region of another class becomes that class; "
                           "regions of other classes inside stay."),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return _with_options(f, opts)
 
 
 def _parse_classes(value: str | None) -> list[str] | None:

@@ -1,12 +1,6 @@
 """Report stage: plots and the run report page."""
 
+from .._compat import reexport
 
-def __getattr__(name):
-    # names that old code and exported .pkl files use (the module's before the split) resolve here, on first use
-    import importlib
-
-    module = importlib.import_module("fastseg.report.html")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+# names that old code and exported .pkl files use (the module's before the split) resolve here, on first use
+__getattr__ = reexport(__name__, "fastseg.report.html")
